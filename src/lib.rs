@@ -1,0 +1,1 @@
+//! jetpost: delivers events from multi-tenant NATS JetStream to webhooks.
