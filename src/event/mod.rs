@@ -1,0 +1,1 @@
+//! Event domain: parsing, tenant splice, ids, topics and filters. Pure: no I/O.

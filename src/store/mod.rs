@@ -1,0 +1,1 @@
+//! The store of truth: tenants, destinations, events, deliveries, attempts (SQLite or Postgres).
