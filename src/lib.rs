@@ -1,6 +1,7 @@
 //! jetpost: delivers events from multi-tenant NATS JetStream to webhooks, compatible with
 //! Hookdeck Outpost's API, event format and webhook format.
 
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod local_nats;

@@ -1,3 +1,5 @@
 //! jetpost's integration tests: one binary, a module per area, shared helpers in `support`.
 
 mod support;
+
+mod receiver;

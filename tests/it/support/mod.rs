@@ -1,1 +1,11 @@
 //! Helpers shared by the integration tests: real servers started per test and stopped on drop.
+#![allow(dead_code)]
+
+pub mod receiver;
+
+/// An HTTP client for tests. reqwest is built without a bundled crypto provider; jetpost uses
+/// rustls with ring, installed once per process.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().expect("http client")
+}

@@ -1,0 +1,208 @@
+//! The `jetpost` command line: argument definitions and dispatch to the library.
+//! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// How a command ended, mapped to the process exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// A runtime error (exit 1).
+    Runtime(anyhow::Error),
+    /// A usage or configuration error (exit 2).
+    Usage(String),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Failure::Runtime(err)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jetpost",
+    version,
+    about = "Delivers events from multi-tenant NATS JetStream to webhooks (Outpost-compatible API)",
+    long_about = "jetpost takes events from NATS JetStream, where each tenant usually has its own NATS \
+account, commits them to its store (SQLite or PostgreSQL) and delivers them to the tenants' webhooks \
+with signatures and durable retries. Its /api/v1 follows Hookdeck Outpost's API."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: NATS sources, ingest, delivery and the HTTP API.
+    Serve(ServeArgs),
+    /// One-command local sandbox: nats-server in operator mode, demo tenants, a demo receiver.
+    Dev,
+    /// Apply the store's migrations and exit.
+    Migrate(ConfigArg),
+    /// Operator helpers for NATS: declare streams and consumers, publish events, aggregate mode.
+    #[command(subcommand)]
+    Nats(NatsCommand),
+    /// Accounts directory tools.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Destination filter tools.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// YAML config file (default: $CONFIG, else ./jetpost.yaml if it exists). Environment
+    /// variables override the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Refuse to start when the store has unapplied migrations instead of applying them.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Debug, Args)]
+struct Connection {
+    /// NATS server URL(s), comma separated (user:password@ or token@ in the URL also work).
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// NATS credentials file (.creds) of the user to connect as.
+    #[arg(long, value_name = "FILE")]
+    creds: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NatsCommand {
+    /// Create (or check) a work-queue file stream and a durable pull consumer with explicit ack.
+    Declare {
+        #[command(flatten)]
+        connection: Connection,
+        /// Stream name.
+        #[arg(long)]
+        stream: String,
+        /// Subjects of the stream, comma separated (e.g. `events.>`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        subjects: Vec<String>,
+        /// Durable pull consumer name.
+        #[arg(long)]
+        consumer: String,
+        /// How often a message is delivered before the server gives up on it.
+        #[arg(long, value_name = "N")]
+        max_deliver: Option<i64>,
+        /// How long the server waits for an ack before redelivering (humantime, e.g. `30s`).
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        ack_wait: humantime::Duration,
+    },
+    /// Publish events to a subject and wait for JetStream's acks.
+    Publish {
+        #[command(flatten)]
+        connection: Connection,
+        /// Subject to publish to.
+        #[arg(long)]
+        subject: String,
+        /// How many messages to publish.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Messages per second at most (default: as fast as acks allow).
+        #[arg(long, value_name = "PER_SEC")]
+        rate: Option<u64>,
+        /// The event JSON.
+        #[arg(long, group = "body")]
+        data: Option<String>,
+        /// Read the event JSON from a file.
+        #[arg(long, group = "body", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Read the event JSON from standard input (write `-`).
+        #[arg(group = "body", value_name = "-")]
+        stdin: Option<String>,
+    },
+    /// Aggregate mode: add or remove a tenant account's stream as a source of the aggregate stream.
+    #[command(subcommand)]
+    Aggregate(AggregateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AggregateCommand {
+    /// Source a tenant's stream into the aggregate stream, prefixing subjects with the tenant.
+    AddTenant(AggregateTenant),
+    /// Stop sourcing a tenant's stream into the aggregate stream.
+    RemoveTenant(AggregateTenant),
+}
+
+#[derive(Debug, Args)]
+struct AggregateTenant {
+    #[command(flatten)]
+    connection: Connection,
+    /// The aggregate stream (in the account the connection belongs to).
+    #[arg(long)]
+    stream: String,
+    /// Tenant id (becomes the subject token at `{tenant_id}`).
+    #[arg(long)]
+    tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Load an accounts directory exactly as `serve` would and print what it holds.
+    Check {
+        /// The accounts directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FilterCommand {
+    /// Evaluate a destination filter against an event: prints `match` (exit 0) or `no match`
+    /// (exit 1); exit 2 when the filter or the event is invalid.
+    Check {
+        /// The filter JSON, e.g. `{"data":{"amount":{"$gte":100}}}`.
+        #[arg(long)]
+        filter: String,
+        /// The event JSON, e.g. `{"topic":"order.paid","data":{"amount":120}}`.
+        #[arg(long)]
+        event: String,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure::Usage(message)) => {
+            eprintln!("jetpost: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(err)) => {
+            eprintln!("jetpost: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Filter(FilterCommand::Check { .. }) => not_implemented("filter check"),
+        Command::Serve(_) => not_implemented("serve"),
+        Command::Dev => not_implemented("dev"),
+        Command::Migrate(_) => not_implemented("migrate"),
+        Command::Nats(_) => not_implemented("nats"),
+        Command::Accounts(_) => not_implemented("accounts check"),
+    }
+}
+
+fn not_implemented(command: &str) -> Result<ExitCode, Failure> {
+    Err(Failure::Usage(format!(
+        "`jetpost {command}` is not implemented yet"
+    )))
+}
