@@ -1,1 +1,0 @@
-//! Configuration: defaults < YAML file < environment, validated once at start.
