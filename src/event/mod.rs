@@ -2,20 +2,24 @@
 //! event ids, topic rules and destination filters. Pure: no I/O, so every rule here is unit
 //! tested in isolation and shared by the NATS source, HTTP publish and the API.
 
+mod filter;
 mod id;
 mod object;
 mod parse;
 mod splice;
+mod topic;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::value::RawValue;
 
+pub use filter::{Filter, FilterError};
 pub use id::{derive_event_id, new_event_id};
 pub use object::JsonKind;
 pub use parse::{EventError, MAX_DATA_DEPTH};
 pub use splice::{SpliceError, splice_tenant};
+pub use topic::{TopicError, TopicRules, topics_from_json, topics_match};
 
 /// An event as Outpost defines it (`POST /api/v1/publish` body, NATS message body).
 ///
