@@ -9,6 +9,9 @@ mod parse;
 mod splice;
 mod topic;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
