@@ -5,4 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod local_nats;
+pub mod source;
 pub mod store;
+pub mod telemetry;

@@ -1,6 +1,9 @@
 //! The `jetpost` command line: argument definitions and dispatch to the library.
 //! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
 
+mod filter_check;
+mod nats;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -143,12 +146,44 @@ enum AggregateCommand {
 struct AggregateTenant {
     #[command(flatten)]
     connection: Connection,
-    /// The aggregate stream (in the account the connection belongs to).
+    /// The aggregate stream, in the central account the connection belongs to (created with
+    /// limits retention on the first add-tenant).
     #[arg(long)]
     stream: String,
-    /// Tenant id (becomes the subject token at `{tenant_id}`).
+    /// Tenant id: its messages land under `<subject-prefix>.<original subject>`.
     #[arg(long)]
     tenant: String,
+    /// The tenant's stream in its own account.
+    #[arg(long, default_value = "EVENTS")]
+    source_stream: String,
+    /// The tenant stream's subjects to source.
+    #[arg(long, default_value = "events.>")]
+    filter: String,
+    /// Where the central account reaches the tenant's JetStream API (its import of the tenant's
+    /// `$JS.API.>` export); `{tenant}` is replaced.
+    #[arg(long, default_value = "JS.{tenant}.API")]
+    api_prefix: String,
+    /// The delivery prefix the central account imports from the tenant; `{tenant}` is replaced.
+    #[arg(long, default_value = "deliver.{tenant}")]
+    deliver_prefix: String,
+    /// Prefix of the subjects in the aggregate stream; must put the tenant at the `{tenant_id}`
+    /// token of the service's `tenant_subject`. `{tenant}` is replaced.
+    #[arg(long, default_value = "tenant.{tenant}")]
+    subject_prefix: String,
+}
+
+impl AggregateTenant {
+    fn source(&self) -> crate::source::nats::topology::TenantSource {
+        let fill = |template: &str| template.replace("{tenant}", &self.tenant);
+        crate::source::nats::topology::TenantSource {
+            tenant: self.tenant.clone(),
+            stream: self.source_stream.clone(),
+            filter: self.filter.clone(),
+            api_prefix: fill(&self.api_prefix),
+            deliver_prefix: fill(&self.deliver_prefix),
+            subject_prefix: fill(&self.subject_prefix),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,13 +227,83 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Filter(FilterCommand::Check { .. }) => not_implemented("filter check"),
+        Command::Filter(FilterCommand::Check { filter, event }) => {
+            filter_check::run(&filter, &event)
+        }
+        Command::Accounts(AccountsCommand::Check { dir }) => Ok(nats::check_accounts(&dir)?),
+        Command::Nats(command) => block_on(run_nats(command)),
         Command::Serve(_) => not_implemented("serve"),
         Command::Dev => not_implemented("dev"),
         Command::Migrate(_) => not_implemented("migrate"),
-        Command::Nats(_) => not_implemented("nats"),
-        Command::Accounts(_) => not_implemented("accounts check"),
     }
+}
+
+async fn run_nats(command: NatsCommand) -> Result<ExitCode, Failure> {
+    match command {
+        NatsCommand::Declare {
+            connection,
+            stream,
+            subjects,
+            consumer,
+            max_deliver,
+            ack_wait,
+        } => {
+            let client = nats::connect(&connection.server, connection.creds.as_deref()).await?;
+            let declaration = crate::source::nats::topology::Declaration {
+                stream,
+                subjects,
+                consumer,
+                max_deliver,
+                ack_wait: ack_wait.into(),
+                max_ack_pending: 4096,
+            };
+            Ok(nats::declare(client, declaration).await?)
+        }
+        NatsCommand::Publish {
+            connection,
+            subject,
+            count,
+            rate,
+            data,
+            file,
+            stdin,
+        } => {
+            let body = match (data, file, stdin) {
+                (Some(data), _, _) => nats::Body::Inline(data),
+                (_, Some(file), _) => nats::Body::File(file),
+                (_, _, Some(dash)) if dash == "-" => nats::Body::Stdin,
+                _ => {
+                    return Err(Failure::Usage(
+                        "give the event with --data JSON, --file F or - (standard input)".into(),
+                    ));
+                }
+            };
+            let body = body.read()?;
+            let client = nats::connect(&connection.server, connection.creds.as_deref()).await?;
+            Ok(nats::publish(client, &subject, body, count, rate).await?)
+        }
+        NatsCommand::Aggregate(command) => {
+            let (args, add) = match command {
+                AggregateCommand::AddTenant(args) => (args, true),
+                AggregateCommand::RemoveTenant(args) => (args, false),
+            };
+            let client =
+                nats::connect(&args.connection.server, args.connection.creds.as_deref()).await?;
+            Ok(nats::aggregate(client, &args.stream, args.source(), add).await?)
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
+    future: F,
+) -> Result<ExitCode, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            Failure::Runtime(anyhow::anyhow!("cannot start the async runtime: {err}"))
+        })?;
+    runtime.block_on(future)
 }
 
 fn not_implemented(command: &str) -> Result<ExitCode, Failure> {

@@ -1,0 +1,29 @@
+//! `jetpost filter check`: evaluates a destination filter against an event, as delivery would.
+
+use std::process::ExitCode;
+
+use crate::cli::Failure;
+use crate::event::{Event, Filter};
+
+pub fn run(filter: &str, event: &str) -> Result<ExitCode, Failure> {
+    let filter: serde_json::Value = serde_json::from_str(filter)
+        .map_err(|err| Failure::Usage(format!("--filter is not valid JSON: {err}")))?;
+    let filter = Filter::from_json(&filter)
+        .map_err(|err| Failure::Usage(format!("--filter is not a valid filter: {err}")))?;
+    let event = parse_event(event)?;
+    if filter.matches(&event.filter_input()) {
+        println!("match");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("no match");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// The event may omit `tenant_id`: a filter never looks at it.
+fn parse_event(event: &str) -> Result<Event, Failure> {
+    let with_tenant = crate::event::splice_tenant(event.as_bytes(), "filter-check")
+        .map_err(|err| Failure::Usage(format!("--event is not a valid event: {err}")))?;
+    Event::parse(&with_tenant)
+        .map_err(|err| Failure::Usage(format!("--event is not a valid event: {err}")))
+}

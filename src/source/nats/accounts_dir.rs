@@ -1,0 +1,269 @@
+//! Reading an accounts directory (SPEC §3): one sub-directory per account with a `meta.yaml` and,
+//! usually, a `user.creds`. Each directory loads on its own, so one broken account is reported
+//! and the others still load. Blocking file I/O: call from `spawn_blocking` in async code.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::account::{AccountSpec, Origin, TenantRule};
+
+/// What `meta.yaml` may hold. Unknown keys are refused so that a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    name: Option<String>,
+    stream: Option<String>,
+    consumer: Option<String>,
+    tenant_id: Option<String>,
+    credentials_file: Option<String>,
+}
+
+/// A directory that could not be loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirProblem {
+    /// The directory's name inside the accounts directory (the account name if it had loaded).
+    pub dir: String,
+    pub error: String,
+}
+
+/// The result of reading the whole accounts directory.
+#[derive(Debug, Default)]
+pub struct DirScan {
+    pub accounts: Vec<AccountSpec>,
+    pub problems: Vec<DirProblem>,
+}
+
+/// Reads every account directory under `root`. Only a missing or unreadable `root` is an error;
+/// each broken account directory becomes a `DirProblem`. Directories without `meta.yaml` are
+/// still being provisioned and are skipped; names starting with `.` (e.g. Kubernetes' `..data`)
+/// are not accounts.
+pub fn scan(root: &Path) -> Result<DirScan, String> {
+    let entries = std::fs::read_dir(root)
+        .map_err(|err| format!("accounts_dir {}: cannot be read: {err}", root.display()))?;
+    let mut scan = DirScan::default();
+    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        // fs::metadata follows symlinks: a symlinked account directory counts as a directory.
+        if name.starts_with('.')
+            || !std::fs::metadata(&path)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+        {
+            continue;
+        }
+        dirs.push((name, path));
+    }
+    dirs.sort();
+    for (dir, path) in dirs {
+        match load_account(&dir, &path) {
+            Ok(Some(account)) => scan.accounts.push(account),
+            Ok(None) => {}
+            Err(error) => scan.problems.push(DirProblem { dir, error }),
+        }
+    }
+    reject_duplicate_names(&mut scan);
+    Ok(scan)
+}
+
+/// Loads one account directory; `Ok(None)` when it has no `meta.yaml` yet.
+pub fn load_account(dir: &str, path: &Path) -> Result<Option<AccountSpec>, String> {
+    let meta_path = path.join("meta.yaml");
+    let text = match std::fs::read_to_string(&meta_path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("{}: cannot be read: {err}", meta_path.display())),
+    };
+    let meta: Meta = if text.trim().is_empty() {
+        Meta::default()
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|err| format!("{}: {err}", meta_path.display()))?
+    };
+    let required = |value: Option<String>, key: &str| {
+        value
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| format!("{}: `{key}` is required", meta_path.display()))
+    };
+    let stream = required(meta.stream, "stream");
+    let consumer = required(meta.consumer, "consumer");
+    let tenant_id = required(meta.tenant_id, "tenant_id");
+    let missing: Vec<String> = [&stream, &consumer, &tenant_id]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing.join("; "));
+    }
+    let credentials_file = match meta.credentials_file.filter(|f| !f.trim().is_empty()) {
+        Some(file) => Some(path.join(file)), // an absolute `file` replaces `path`
+        None => Some(path.join("user.creds")).filter(|p| p.exists()),
+    };
+    let credentials = match &credentials_file {
+        Some(file) => Some(std::fs::read(file).map_err(|err| {
+            format!(
+                "{}: credentials_file {}: {err}",
+                meta_path.display(),
+                file.display()
+            )
+        })?),
+        None => None,
+    };
+    let spec = AccountSpec {
+        name: meta
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| dir.to_owned()),
+        origin: Origin::Dir,
+        tenant: TenantRule::Account(tenant_id.unwrap_or_default()),
+        stream: stream.unwrap_or_default(),
+        consumer: consumer.unwrap_or_default(),
+        credentials_file,
+        defined_at: meta_path.display().to_string(),
+        fingerprint: [0; 32],
+    };
+    Ok(Some(spec.fingerprinted(credentials.as_deref())))
+}
+
+/// Two directories naming the same account: both are refused, each naming the other, because
+/// picking one would depend on directory order.
+fn reject_duplicate_names(scan: &mut DirScan) {
+    let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for account in &scan.accounts {
+        seen.entry(account.name.clone())
+            .or_default()
+            .push(account.defined_at.clone());
+    }
+    let accounts = std::mem::take(&mut scan.accounts);
+    for account in accounts {
+        let places = &seen[&account.name];
+        if places.len() > 1 {
+            scan.problems.push(DirProblem {
+                dir: account.name.clone(),
+                error: format!(
+                    "account name \"{}\" is defined more than once: {}",
+                    account.name,
+                    places.join(" and ")
+                ),
+            });
+        } else {
+            scan.accounts.push(account);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn loads_good_dirs_and_reports_broken_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        write(
+            &r.join("acme/meta.yaml"),
+            "stream: EVENTS\nconsumer: jetpost\ntenant_id: acme\n",
+        );
+        write(&r.join("acme/user.creds"), "creds-acme");
+        write(
+            &r.join("globex/meta.yaml"),
+            "name: globex-prod\nstream: EVENTS\nconsumer: jetpost\ntenant_id: globex\ncredentials_file: other.creds\n",
+        );
+        write(&r.join("globex/other.creds"), "creds-globex");
+        write(&r.join("broken/meta.yaml"), "stream: EVENTS\n");
+        write(
+            &r.join("typo/meta.yaml"),
+            "stream: EVENTS\nconsumer: c\ntenant: x\n",
+        );
+        write(
+            &r.join("nocreds/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: t\ncredentials_file: missing.creds\n",
+        );
+        std::fs::create_dir_all(r.join("provisioning")).unwrap();
+        std::fs::create_dir_all(r.join("..data")).unwrap();
+
+        let scan = scan(r).unwrap();
+        let names: Vec<&str> = scan.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["acme", "globex-prod"]);
+        assert_eq!(
+            scan.accounts[0].credentials_file,
+            Some(r.join("acme/user.creds"))
+        );
+        assert_eq!(
+            scan.accounts[1].credentials_file,
+            Some(r.join("globex/other.creds"))
+        );
+        assert_eq!(
+            scan.accounts[1].tenant,
+            TenantRule::Account("globex".into())
+        );
+
+        let problems: Vec<(&str, &str)> = scan
+            .problems
+            .iter()
+            .map(|p| (p.dir.as_str(), p.error.as_str()))
+            .collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].0 == "broken"
+                && problems[0].1.contains("`consumer` is required")
+                && problems[0].1.contains("`tenant_id` is required")
+        );
+        assert!(problems[1].0 == "nocreds" && problems[1].1.contains("missing.creds"));
+        assert!(problems[2].0 == "typo" && problems[2].1.contains("unknown field `tenant`"));
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_naming_both_places() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        write(
+            &r.join("a/meta.yaml"),
+            "name: same\nstream: S\nconsumer: c\ntenant_id: t1\n",
+        );
+        write(
+            &r.join("b/meta.yaml"),
+            "name: same\nstream: S\nconsumer: c\ntenant_id: t2\n",
+        );
+        let scan = scan(r).unwrap();
+        assert!(scan.accounts.is_empty());
+        assert_eq!(scan.problems.len(), 2);
+        assert!(
+            scan.problems[0].error.contains("a/meta.yaml")
+                && scan.problems[0].error.contains("b/meta.yaml")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn follows_symlinked_directories_and_fingerprints_creds() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        write(
+            &elsewhere.path().join("acme/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: acme\n",
+        );
+        write(&elsewhere.path().join("acme/user.creds"), "v1");
+        std::os::unix::fs::symlink(elsewhere.path().join("acme"), root.path().join("acme"))
+            .unwrap();
+        let first = scan(root.path()).unwrap().accounts[0].fingerprint;
+        write(&elsewhere.path().join("acme/user.creds"), "v2");
+        let second = scan(root.path()).unwrap().accounts[0].fingerprint;
+        assert_ne!(first, second, "rotated creds must change the fingerprint");
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        assert!(
+            scan(Path::new("/nonexistent/jetpost-accounts"))
+                .unwrap_err()
+                .contains("cannot be read")
+        );
+    }
+}

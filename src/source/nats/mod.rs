@@ -1,0 +1,311 @@
+//! The NATS JetStream source: one supervised connection and durable pull consumer per account
+//! (static accounts, a watched accounts directory) or one aggregate stream whose subjects carry
+//! the tenant. The account set is reconciled by content: added, replaced (new creds, new tenant)
+//! and drained at runtime, one broken account never holding up the others.
+
+pub mod account;
+pub mod accounts_dir;
+mod pump;
+pub mod status;
+pub mod topology;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use account::{AccountSpec, Origin, SubjectPattern, TenantRule};
+pub use pump::PumpShared;
+pub use status::{AccountState, AccountStatusView, StatusBoard};
+
+use crate::source::IngestSink;
+use pump::Pump;
+
+/// Changes in the accounts directory are applied after this much quiet.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How long a replacement connection may take to consume before the old one is drained anyway.
+const REPLACE_WAIT: Duration = Duration::from_secs(15);
+
+/// What the NATS source runs.
+#[derive(Debug, Clone)]
+pub struct NatsSourceConfig {
+    pub servers: Vec<String>,
+    /// Static accounts and the aggregate account: started once, never removed.
+    pub accounts: Vec<AccountSpec>,
+    /// The watched accounts directory (SPEC §3).
+    pub accounts_dir: Option<PathBuf>,
+    /// In-flight messages per account (`publish_max_concurrency`).
+    pub max_in_flight: usize,
+    /// How long draining waits for in-flight messages.
+    pub drain_timeout: Duration,
+    /// How often the accounts directory is re-read even without file-system events.
+    pub resync_interval: Duration,
+}
+
+/// The running NATS source.
+pub struct NatsSource {
+    board: StatusBoard,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl NatsSource {
+    /// Starts every account in the background; failures show in `status()`, never here.
+    pub fn start(config: NatsSourceConfig, sink: Arc<dyn IngestSink>) -> NatsSource {
+        let board = StatusBoard::default();
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(PumpShared {
+            servers: config.servers.clone(),
+            sink,
+            max_in_flight: config.max_in_flight,
+            drain_timeout: config.drain_timeout,
+        });
+        let reconciler = Reconciler {
+            board: board.clone(),
+            shared,
+            cancel: cancel.clone(),
+            running: HashMap::new(),
+            broken: HashSet::new(),
+            retiring: tokio::task::JoinSet::new(),
+        };
+        let task = tokio::spawn(reconciler.run(config));
+        NatsSource {
+            board,
+            cancel,
+            task,
+        }
+    }
+
+    /// Every account's state, last error and counters.
+    pub fn status(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// Stops pulling everywhere, lets in-flight messages settle (up to the drain timeout) and
+    /// closes every connection.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        if let Err(err) = self.task.await {
+            error!("NATS source ended abnormally: {err}");
+        }
+    }
+}
+
+struct Reconciler {
+    board: StatusBoard,
+    shared: Arc<PumpShared>,
+    cancel: CancellationToken,
+    running: HashMap<String, Pump>,
+    /// Names shown as `failed` because their directory could not be loaded.
+    broken: HashSet<String>,
+    /// Pumps being drained after removal or replacement.
+    retiring: tokio::task::JoinSet<()>,
+}
+
+impl Reconciler {
+    async fn run(mut self, config: NatsSourceConfig) {
+        let fixed: BTreeMap<String, AccountSpec> = config
+            .accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        for spec in fixed.values() {
+            self.start(spec.clone());
+        }
+        if let Some(dir) = config.accounts_dir.clone() {
+            self.watch_dir(dir, &fixed, config.resync_interval).await;
+        } else {
+            self.cancel.cancelled().await;
+        }
+        let pumps: Vec<Pump> = self.running.drain().map(|(_, p)| p).collect();
+        futures::future::join_all(pumps.into_iter().map(Pump::drain)).await;
+        while self.retiring.join_next().await.is_some() {}
+    }
+
+    fn start(&mut self, spec: AccountSpec) {
+        let status = self.board.account(&spec);
+        info!(account = %spec.name, origin = ?spec.origin, "starting account");
+        let pump = Pump::start(Arc::new(spec), status, self.shared.clone(), &self.cancel);
+        if let Some(old) = self.running.insert(pump.spec.name.clone(), pump) {
+            self.retiring.spawn(old.drain());
+        }
+    }
+
+    async fn watch_dir(
+        &mut self,
+        dir: PathBuf,
+        fixed: &BTreeMap<String, AccountSpec>,
+        resync: Duration,
+    ) {
+        let (changes_tx, mut changes) = mpsc::channel::<()>(1);
+        let mut watcher: Option<notify::RecommendedWatcher> = None;
+        let mut resync_tick = tokio::time::interval(resync.max(Duration::from_millis(100)));
+        loop {
+            if watcher.is_none() {
+                watcher = watch(&dir, changes_tx.clone());
+            }
+            self.reconcile_dir(&dir, fixed).await;
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = resync_tick.tick() => {}
+                Some(()) = changes.recv() => {
+                    // Debounce: a rotation writes several files; apply them together.
+                    loop {
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => return,
+                            _ = tokio::time::sleep(DEBOUNCE) => break,
+                            Some(()) = changes.recv() => {}
+                        }
+                    }
+                }
+            }
+            while let Some(Ok(())) = self.retiring.try_join_next() {}
+        }
+    }
+
+    /// Brings the running accounts in line with the directory's content.
+    async fn reconcile_dir(
+        &mut self,
+        dir: &std::path::Path,
+        fixed: &BTreeMap<String, AccountSpec>,
+    ) {
+        let root = dir.to_owned();
+        let scan = match tokio::task::spawn_blocking(move || accounts_dir::scan(&root)).await {
+            Ok(Ok(scan)) => scan,
+            Ok(Err(err)) => {
+                // Keep what runs: an unmounted volume must not drain every tenant.
+                warn!("{err}; keeping the accounts already running");
+                return;
+            }
+            Err(err) => {
+                error!("reading the accounts directory failed: {err}");
+                return;
+            }
+        };
+        let mut wanted: BTreeMap<String, AccountSpec> = BTreeMap::new();
+        let mut problems: BTreeMap<String, String> = scan
+            .problems
+            .into_iter()
+            .map(|p| (p.dir, p.error))
+            .collect();
+        for spec in scan.accounts {
+            if let Some(other) = fixed.get(&spec.name) {
+                problems.insert(
+                    format!("{} (duplicate)", spec.name),
+                    format!(
+                        "account name \"{}\" is defined twice: {} and {}",
+                        spec.name, other.defined_at, spec.defined_at
+                    ),
+                );
+            } else {
+                wanted.insert(spec.name.clone(), spec);
+            }
+        }
+        // Removed directories: drain their accounts.
+        let gone: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, pump)| pump.spec.origin == Origin::Dir && !wanted.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(pump) = self.running.remove(&name) {
+                info!(account = %name, "account directory removed; draining");
+                let board = self.board.clone();
+                let generation = pump.generation;
+                self.retiring.spawn(async move {
+                    pump.drain().await;
+                    board.retire(&name, generation);
+                });
+            }
+        }
+        // New and changed accounts.
+        for (name, spec) in wanted {
+            self.broken.remove(&name);
+            match self.running.get(&name) {
+                Some(pump) if pump.spec.fingerprint == spec.fingerprint => {}
+                Some(_) => {
+                    info!(account = %name, "account changed (meta.yaml or credentials); replacing its connection");
+                    self.replace(spec);
+                }
+                None => self.start(spec),
+            }
+        }
+        // Broken directories: shown as failed, the others unaffected.
+        let fixed_now: Vec<String> = self
+            .broken
+            .iter()
+            .filter(|n| !problems.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in fixed_now {
+            self.broken.remove(&name);
+            if !self.running.contains_key(&name) {
+                self.board.remove(&name);
+            }
+        }
+        for (name, error) in problems {
+            if self
+                .running
+                .get(&name)
+                .is_some_and(|p| p.spec.origin == Origin::Dir)
+            {
+                // The directory broke while its account ran: stop it and show why.
+                if let Some(pump) = self.running.remove(&name) {
+                    self.retiring.spawn(pump.drain());
+                }
+            }
+            if self.broken.insert(name.clone()) {
+                warn!(account = %name, %error, "account directory skipped");
+            }
+            self.board.broken(&name, Origin::Dir, error);
+        }
+    }
+
+    /// Starts the new connection and drains the old one once the new one consumes, so a
+    /// credential rotation has no gap.
+    fn replace(&mut self, spec: AccountSpec) {
+        let status = self.board.account(&spec);
+        let pump = Pump::start(Arc::new(spec), status, self.shared.clone(), &self.cancel);
+        let name = pump.spec.name.clone();
+        let old = self.running.remove(&name);
+        let ready = pump.ready();
+        self.running.insert(name, pump);
+        if let Some(old) = old {
+            self.retiring.spawn(async move {
+                let _ = tokio::time::timeout(REPLACE_WAIT, ready.wait()).await;
+                old.drain().await;
+            });
+        }
+    }
+}
+
+/// Watches the accounts directory; `None` (retried on the next resync) if it cannot be watched.
+fn watch(dir: &std::path::Path, changes: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // Full channel = a change is already signalled.
+            let _ = changes.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(err) => {
+            warn!("cannot watch the accounts directory: {err}; relying on periodic resync");
+            return None;
+        }
+    };
+    match watcher.watch(dir, notify::RecursiveMode::Recursive) {
+        Ok(()) => Some(watcher),
+        Err(err) => {
+            warn!(dir = %dir.display(), "cannot watch the accounts directory: {err}; relying on periodic resync");
+            None
+        }
+    }
+}

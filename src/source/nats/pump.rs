@@ -1,0 +1,487 @@
+//! One account's supervised consumer: connect, verify the stream and durable pull consumer, pull
+//! with an idle heartbeat, hand each message to the ingest sink and settle it by the outcome.
+//! Any failure is reported in the account's status and retried with jittered, capped backoff;
+//! a stale pull stream (missed heartbeats, consumer deleted, reconnect) is rebuilt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::{FutureExt, StreamExt};
+use rand::Rng;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::account::{AccountSpec, TenantRule};
+use super::status::{AccountState, AccountStatus};
+use super::topology::{self, Verified};
+use crate::event::{derive_event_id, splice_tenant};
+use crate::source::{IngestSink, Outcome, SourceMessage};
+
+/// Idle heartbeat of pull requests: two missed ones end the pull stream, which is then rebuilt.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// How often the consumer's pending count is refreshed for the status API.
+const PENDING_REFRESH: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What every account's pump shares.
+pub struct PumpShared {
+    pub servers: Vec<String>,
+    pub sink: Arc<dyn IngestSink>,
+    /// In-flight messages per account; also the pull batch size.
+    pub max_in_flight: usize,
+    /// How long a draining pump waits for in-flight messages.
+    pub drain_timeout: Duration,
+}
+
+/// A running account consumer.
+pub struct Pump {
+    pub spec: Arc<AccountSpec>,
+    pub generation: u64,
+    cancel: CancellationToken,
+    consuming: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Pump {
+    /// Starts consuming `spec` in the background; `status` is the account's shared status.
+    pub fn start(
+        spec: Arc<AccountSpec>,
+        status: Arc<AccountStatus>,
+        shared: Arc<PumpShared>,
+        parent: &CancellationToken,
+    ) -> Pump {
+        let cancel = parent.child_token();
+        let generation = status.next_generation();
+        status.set(generation, AccountState::Connecting, None);
+        let (consuming_tx, consuming) = watch::channel(false);
+        let supervisor = Supervisor {
+            spec: spec.clone(),
+            status,
+            generation,
+            shared,
+            cancel: cancel.clone(),
+            consuming: consuming_tx,
+        };
+        let task = tokio::spawn(supervisor.run());
+        Pump {
+            spec,
+            generation,
+            cancel,
+            consuming,
+            task,
+        }
+    }
+
+    /// Resolves once the pump consumes.
+    pub fn ready(&self) -> Ready {
+        Ready(self.consuming.clone())
+    }
+
+    /// Stops pulling, lets in-flight messages finish (up to the drain timeout), closes the
+    /// connection.
+    pub async fn drain(self) {
+        self.cancel.cancel();
+        if let Err(err) = self.task.await {
+            error!(account = %self.spec.name, "account task ended abnormally: {err}");
+        }
+    }
+}
+
+/// Waits for a pump to consume (see `Pump::ready`).
+pub struct Ready(watch::Receiver<bool>);
+
+impl Ready {
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|consuming| *consuming).await;
+    }
+}
+
+struct Supervisor {
+    spec: Arc<AccountSpec>,
+    status: Arc<AccountStatus>,
+    generation: u64,
+    shared: Arc<PumpShared>,
+    cancel: CancellationToken,
+    consuming: watch::Sender<bool>,
+}
+
+/// Why a pull loop ended.
+enum PullEnd {
+    Cancelled,
+    Rebuild(String),
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let permits = Arc::new(Semaphore::new(self.shared.max_in_flight.max(1)));
+        let mut failures = 0u32;
+        while !self.cancel.is_cancelled() {
+            self.set(AccountState::Connecting, None);
+            let result = self.connect_and_consume(&permits).await;
+            self.consuming.send_replace(false);
+            match result {
+                Ok(()) => break,
+                Err(err) => {
+                    failures = if self.status.state() == AccountState::Consuming {
+                        1
+                    } else {
+                        failures + 1
+                    };
+                    self.set(AccountState::Failed, Some(err.clone()));
+                    let delay = backoff(failures);
+                    warn!(account = %self.spec.name, error = %err, retry_in = ?delay, "account failed");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        debug!(account = %self.spec.name, "account stopped");
+    }
+
+    fn set(&self, state: AccountState, error: Option<String>) {
+        self.status.set(self.generation, state, error);
+    }
+
+    /// One connection's life: Ok when cancelled (drained), Err with the reason otherwise.
+    async fn connect_and_consume(&self, permits: &Arc<Semaphore>) -> Result<(), String> {
+        let (reconnects_tx, mut reconnects) = watch::channel(0u64);
+        let client = self.connect(reconnects_tx).await?;
+        let js = jetstream::new(client.clone());
+        let mut in_flight = JoinSet::new();
+        let result = loop {
+            reconnects.borrow_and_update();
+            let verified = match topology::verify(&js, &self.spec).await {
+                Ok(verified) => verified,
+                Err(err) => break Err(err.to_string()),
+            };
+            match self
+                .consume(verified, permits, &mut in_flight, &mut reconnects)
+                .await
+            {
+                Ok(PullEnd::Cancelled) => break Ok(()),
+                Ok(PullEnd::Rebuild(reason)) => {
+                    info!(account = %self.spec.name, %reason, "rebuilding the pull consumer");
+                    self.set(AccountState::Connecting, Some(reason));
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break Ok(()),
+                        _ = tokio::time::sleep(jitter(Duration::from_millis(500))) => {}
+                    }
+                }
+                Err(err) => break Err(err),
+            }
+        };
+        if self.cancel.is_cancelled() {
+            self.set(AccountState::Draining, None);
+        }
+        // Dropping a JoinSet aborts its tasks: let in-flight messages settle first.
+        let settled = tokio::time::timeout(self.shared.drain_timeout, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if settled.is_err() {
+            warn!(account = %self.spec.name, left = in_flight.len(), "drain timeout: unsettled messages will be redelivered");
+        }
+        let _ = client.drain().await;
+        result
+    }
+
+    async fn connect(&self, reconnects: watch::Sender<u64>) -> Result<async_nats::Client, String> {
+        let name = self.spec.name.clone();
+        let status = self.status.clone();
+        let generation = self.generation;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("jetpost:{name}"))
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let (name, status, reconnects) = (name.clone(), status.clone(), reconnects.clone());
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            info!(account = %name, "connected to NATS");
+                            reconnects.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => {
+                            warn!(account = %name, "disconnected from NATS");
+                            status.set(
+                                generation,
+                                AccountState::Connecting,
+                                Some("disconnected from NATS".into()),
+                            );
+                        }
+                        async_nats::Event::LameDuckMode => {
+                            warn!(account = %name, "NATS server entered lame duck mode")
+                        }
+                        other => debug!(account = %name, event = %other, "NATS connection event"),
+                    }
+                }
+            });
+        if let Some(path) = &self.spec.credentials_file {
+            options = options.credentials_file(path).await.map_err(|err| {
+                format!(
+                    "account \"{}\": credentials_file {}: {err}",
+                    self.spec.name,
+                    path.display()
+                )
+            })?;
+        }
+        options
+            .connect(self.shared.servers.as_slice())
+            .await
+            .map_err(|err| {
+                let hint = match err.kind() {
+                    async_nats::ConnectErrorKind::AuthorizationViolation => {
+                        " (the server refused the credentials: check the account's .creds file)"
+                    }
+                    _ => "",
+                };
+                format!(
+                    "account \"{}\": cannot connect to {}: {err}{hint}",
+                    self.spec.name,
+                    self.shared.servers.join(",")
+                )
+            })
+    }
+
+    /// Pulls and hands messages over until cancelled or the pull stream must be rebuilt.
+    async fn consume(
+        &self,
+        verified: Verified,
+        permits: &Arc<Semaphore>,
+        in_flight: &mut JoinSet<()>,
+        reconnects: &mut watch::Receiver<u64>,
+    ) -> Result<PullEnd, String> {
+        let max_in_flight = self.shared.max_in_flight.max(1);
+        if verified.max_ack_pending > 0 && (verified.max_ack_pending as usize) < max_in_flight {
+            warn!(
+                account = %self.spec.name,
+                max_ack_pending = verified.max_ack_pending,
+                publish_max_concurrency = max_in_flight,
+                "the consumer's max_ack_pending is below jetpost's in-flight bound; raise it or the account will stall under load"
+            );
+        }
+        self.status.set_pending(verified.pending);
+        let job = Arc::new(Job {
+            spec: self.spec.clone(),
+            status: self.status.clone(),
+            sink: self.shared.sink.clone(),
+            ack_wait: verified.ack_wait,
+            stream_created: verified.stream_created,
+        });
+        let consumer = verified.consumer;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(max_in_flight)
+            .heartbeat(HEARTBEAT)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|err| {
+                format!(
+                    "account \"{}\": cannot pull from consumer \"{}\": {err}",
+                    self.spec.name, self.spec.consumer
+                )
+            })?;
+        self.set(AccountState::Consuming, None);
+        self.consuming.send_replace(true);
+        info!(account = %self.spec.name, stream = %self.spec.stream, consumer = %self.spec.consumer, "consuming");
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + PENDING_REFRESH,
+            PENDING_REFRESH,
+        );
+        loop {
+            while let Some(done) = in_flight.try_join_next() {
+                if let Err(err) = done {
+                    error!(account = %self.spec.name, "message task failed: {err}");
+                }
+            }
+            // The permit is taken before pulling more, so a busy account never holds more than
+            // `max_in_flight` messages in ingest.
+            let permit = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Ok(PullEnd::Cancelled),
+                permit = permits.clone().acquire_owned() => permit.map_err(|_| "in-flight limiter closed".to_string())?,
+            };
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    release_buffered(&mut messages).await;
+                    return Ok(PullEnd::Cancelled);
+                }
+                changed = reconnects.changed() => {
+                    if changed.is_ok() {
+                        return Ok(PullEnd::Rebuild("reconnected to NATS".into()));
+                    }
+                }
+                _ = refresh.tick() => {
+                    if let Ok(info) = consumer.get_info().await {
+                        self.status.set_pending(info.num_pending);
+                    }
+                }
+                next = messages.next() => match next {
+                    Some(Ok(message)) => {
+                        let job = job.clone();
+                        in_flight.spawn(async move {
+                            job.handle(message).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(err)) => return Ok(PullEnd::Rebuild(format!("pull stream: {err}"))),
+                    None => return Ok(PullEnd::Rebuild("pull stream ended".into())),
+                },
+            }
+        }
+    }
+}
+
+/// Hands messages pulled but not yet started back to the server at once (instead of after
+/// ack_wait), so a replacement connection or another replica takes them without delay.
+async fn release_buffered(messages: &mut async_nats::jetstream::consumer::pull::Stream) {
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// Everything one message needs: settled by the ingest outcome.
+struct Job {
+    spec: Arc<AccountSpec>,
+    status: Arc<AccountStatus>,
+    sink: Arc<dyn IngestSink>,
+    ack_wait: Duration,
+    stream_created: i64,
+}
+
+impl Job {
+    async fn handle(&self, message: jetstream::Message) {
+        self.status.count_received();
+        let (stream_seq, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(err) => {
+                // Not a JetStream message: nothing to settle.
+                warn!(account = %self.spec.name, "message without JetStream metadata: {err}");
+                return;
+            }
+        };
+        let tenant = match &self.spec.tenant {
+            TenantRule::Account(tenant) => Ok(tenant.as_str()),
+            TenantRule::Subject(pattern) => pattern.tenant_of(&message.subject),
+        };
+        let body = tenant.and_then(|tenant| {
+            splice_tenant(&message.payload, tenant)
+                .map(|body| (tenant.to_owned(), body))
+                .map_err(|err| err.to_string())
+        });
+        let outcome = match body {
+            Err(reason) => Outcome::Rejected(reason),
+            Ok((tenant_id, body)) => {
+                let msg_id = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str());
+                let default_id = derive_event_id(
+                    msg_id,
+                    &self.spec.name,
+                    &self.spec.stream,
+                    self.stream_created,
+                    stream_seq,
+                );
+                let input = SourceMessage {
+                    body,
+                    tenant_id,
+                    default_id,
+                    account: self.spec.name.clone(),
+                };
+                self.with_progress_acks(&message, self.sink.ingest(input))
+                    .await
+            }
+        };
+        self.settle(&message, outcome, stream_seq, delivered).await;
+    }
+
+    /// Tells the server the message is being worked on while ingest runs long, so it is not
+    /// redelivered to another consumer meanwhile.
+    async fn with_progress_acks(
+        &self,
+        message: &jetstream::Message,
+        ingest: impl std::future::Future<Output = Outcome>,
+    ) -> Outcome {
+        let period = (self.ack_wait / 3).max(Duration::from_millis(500));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(ingest);
+        loop {
+            tokio::select! {
+                outcome = &mut ingest => return outcome,
+                _ = ticks.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        message: &jetstream::Message,
+        outcome: Outcome,
+        stream_seq: u64,
+        delivered: i64,
+    ) {
+        let account = &self.spec.name;
+        let (kind, result) = match &outcome {
+            Outcome::Committed { duplicate: false } => (AckKind::Ack, "accepted"),
+            Outcome::Committed { duplicate: true } => (AckKind::Ack, "duplicate"),
+            Outcome::NotRouted => (AckKind::Ack, "not_routed"),
+            Outcome::Rejected(reason) => {
+                self.status.count_rejected();
+                warn!(%account, subject = %message.subject, stream_seq, %reason, "rejected message terminated");
+                (AckKind::Term, "rejected")
+            }
+            Outcome::Retry(reason) => {
+                let delay = nak_delay(delivered);
+                warn!(%account, stream_seq, delivered, retry_in = ?delay, %reason, "message not committed; nak");
+                (AckKind::Nak(Some(delay)), "retried")
+            }
+        };
+        metrics::counter!("jetpost_nats_messages_total", "account" => account.clone(), "result" => result).increment(1);
+        if let Err(err) = message.ack_with(kind).await {
+            // The server redelivers after ack_wait; the event id makes that a duplicate.
+            warn!(%account, stream_seq, "settling the message failed ({result}): {err}");
+        }
+    }
+}
+
+/// Redelivery delay after a transient failure: 1 s doubling per delivery, capped at 60 s.
+fn nak_delay(delivered: i64) -> Duration {
+    let exponent = (delivered.max(1) - 1).min(6) as u32;
+    jitter(Duration::from_secs(1 << exponent))
+}
+
+/// Reconnect backoff: 500 ms doubling per consecutive failure, capped, with jitter.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << failures.saturating_sub(1).min(6));
+    jitter(base.min(MAX_BACKOFF))
+}
+
+/// Between 75 % and 100 % of `d`, so many accounts failing together do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.75..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(500));
+        assert!(backoff(3) >= Duration::from_millis(1500) && backoff(3) <= Duration::from_secs(2));
+        assert!(backoff(50) <= MAX_BACKOFF);
+        assert!(nak_delay(1) <= Duration::from_secs(1));
+        assert!(nak_delay(100) <= Duration::from_secs(64));
+    }
+}

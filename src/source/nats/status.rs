@@ -1,0 +1,267 @@
+//! What every account is doing, for `/api/v1/nats/accounts`, `/healthz` and metrics: state, last
+//! error and counters, kept per account name across reconnects and connection replacements.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use super::account::{AccountSpec, Origin};
+
+/// The lifecycle state of an account's consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountState {
+    Connecting,
+    Consuming,
+    Failed,
+    Draining,
+}
+
+impl AccountState {
+    pub const ALL: [AccountState; 4] = [
+        AccountState::Connecting,
+        AccountState::Consuming,
+        AccountState::Failed,
+        AccountState::Draining,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Connecting => "connecting",
+            AccountState::Consuming => "consuming",
+            AccountState::Failed => "failed",
+            AccountState::Draining => "draining",
+        }
+    }
+}
+
+/// One row of `GET /api/v1/nats/accounts` (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountStatusView {
+    pub name: String,
+    pub tenant_id: String,
+    pub source: Origin,
+    pub stream: String,
+    pub consumer: String,
+    pub state: AccountState,
+    pub last_error: Option<String>,
+    pub messages_received: u64,
+    pub messages_rejected: u64,
+    pub pending: u64,
+}
+
+#[derive(Debug)]
+struct Labels {
+    tenant_id: String,
+    source: Origin,
+    stream: String,
+    consumer: String,
+}
+
+/// The live status of one account. Shared by every connection generation of that account so
+/// counters survive a credential rotation; only the current generation may change the state.
+#[derive(Debug)]
+pub struct AccountStatus {
+    name: String,
+    labels: Mutex<Labels>,
+    state: Mutex<(AccountState, Option<String>)>,
+    generation: AtomicU64,
+    received: AtomicU64,
+    rejected: AtomicU64,
+    pending: AtomicU64,
+}
+
+impl AccountStatus {
+    fn new(
+        name: &str,
+        labels: Labels,
+        state: AccountState,
+        error: Option<String>,
+    ) -> AccountStatus {
+        let status = AccountStatus {
+            name: name.to_owned(),
+            labels: Mutex::new(labels),
+            state: Mutex::new((state, error)),
+            generation: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        };
+        status.export_state(state);
+        status
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts a new connection generation; earlier generations can no longer set the state.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn state(&self) -> AccountState {
+        self.state.lock().expect("status lock").0
+    }
+
+    /// Sets the state (and the error, for `Failed`) if `generation` is still the current one.
+    pub fn set(&self, generation: u64, state: AccountState, error: Option<String>) {
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        let mut current = self.state.lock().expect("status lock");
+        // A recovered account keeps its last error visible until it consumes again.
+        let error = match state {
+            AccountState::Consuming => None,
+            _ => error.or_else(|| current.1.clone()),
+        };
+        *current = (state, error);
+        drop(current);
+        self.export_state(state);
+    }
+
+    pub fn count_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_pending(&self, pending: u64) {
+        self.pending.store(pending, Ordering::Relaxed);
+    }
+
+    fn export_state(&self, state: AccountState) {
+        for s in AccountState::ALL {
+            metrics::gauge!("jetpost_nats_account_state", "account" => self.name.clone(), "state" => s.as_str())
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    fn view(&self) -> AccountStatusView {
+        let labels = self.labels.lock().expect("status lock");
+        let (state, last_error) = self.state.lock().expect("status lock").clone();
+        AccountStatusView {
+            name: self.name.clone(),
+            tenant_id: labels.tenant_id.clone(),
+            source: labels.source,
+            stream: labels.stream.clone(),
+            consumer: labels.consumer.clone(),
+            state,
+            last_error,
+            messages_received: self.received.load(Ordering::Relaxed),
+            messages_rejected: self.rejected.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Every account's status by name.
+#[derive(Debug, Default, Clone)]
+pub struct StatusBoard {
+    accounts: Arc<RwLock<BTreeMap<String, Arc<AccountStatus>>>>,
+}
+
+impl StatusBoard {
+    /// The status of the account `spec` names, created as `Connecting` if new; its labels are
+    /// refreshed from `spec` (a changed tenant or stream shows at once).
+    pub fn account(&self, spec: &AccountSpec) -> Arc<AccountStatus> {
+        let labels = Labels {
+            tenant_id: spec.tenant_label(),
+            source: spec.origin,
+            stream: spec.stream.clone(),
+            consumer: spec.consumer.clone(),
+        };
+        let mut accounts = self.accounts.write().expect("status lock");
+        match accounts.get(&spec.name) {
+            Some(status) => {
+                *status.labels.lock().expect("status lock") = labels;
+                status.clone()
+            }
+            None => {
+                let status = Arc::new(AccountStatus::new(
+                    &spec.name,
+                    labels,
+                    AccountState::Connecting,
+                    None,
+                ));
+                accounts.insert(spec.name.clone(), status.clone());
+                status
+            }
+        }
+    }
+
+    /// Records an account directory that could not be loaded: `failed` with the reason.
+    pub fn broken(&self, name: &str, source: Origin, error: String) {
+        let labels = Labels {
+            tenant_id: String::new(),
+            source,
+            stream: String::new(),
+            consumer: String::new(),
+        };
+        let mut accounts = self.accounts.write().expect("status lock");
+        match accounts.get(name) {
+            Some(status) => {
+                let generation = status.next_generation();
+                status.set(generation, AccountState::Failed, Some(error));
+            }
+            None => {
+                let status = AccountStatus::new(name, labels, AccountState::Failed, Some(error));
+                accounts.insert(name.to_owned(), Arc::new(status));
+            }
+        }
+    }
+
+    /// Forgets an account drained after its directory was removed, unless a newer connection
+    /// generation (the directory came back meanwhile) owns the name now.
+    pub fn retire(&self, name: &str, generation: u64) {
+        let accounts = self.accounts.write().expect("status lock");
+        if accounts
+            .get(name)
+            .is_some_and(|s| s.generation.load(Ordering::SeqCst) == generation)
+        {
+            drop(accounts);
+            self.remove(name);
+        }
+    }
+
+    /// Forgets an account.
+    pub fn remove(&self, name: &str) {
+        if let Some(status) = self.accounts.write().expect("status lock").remove(name) {
+            for s in AccountState::ALL {
+                metrics::gauge!("jetpost_nats_account_state", "account" => status.name.clone(), "state" => s.as_str())
+                    .set(0.0);
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<AccountStatusView> {
+        self.accounts
+            .read()
+            .expect("status lock")
+            .get(name)
+            .map(|s| s.view())
+    }
+
+    /// Every account, sorted by name.
+    pub fn snapshot(&self) -> Vec<AccountStatusView> {
+        self.accounts
+            .read()
+            .expect("status lock")
+            .values()
+            .map(|s| s.view())
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.accounts
+            .read()
+            .expect("status lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
