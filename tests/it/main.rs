@@ -2,4 +2,6 @@
 
 mod support;
 
+mod harness;
 mod receiver;
+mod source;

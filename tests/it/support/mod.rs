@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: real servers started per test and stopped on drop.
 #![allow(dead_code)]
 
+pub mod aggregate;
+pub mod nats;
 pub mod receiver;
+pub mod sink;
 
 /// An HTTP client for tests. reqwest is built without a bundled crypto provider; jetpost uses
 /// rustls with ring, installed once per process.
