@@ -764,6 +764,10 @@ async fn write_creds(layout: &Layout, account: &str, user: &User) -> Result<User
     tokio::io::AsyncWriteExt::write_all(&mut file, user.creds()?.as_bytes())
         .await
         .map_err(|source| io("writing", source))?;
+    // tokio writes in the background: without a flush the file may still be empty on return.
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(|source| io("writing", source))?;
     Ok(UserCreds {
         account: account.to_owned(),
         user: user.name().to_owned(),

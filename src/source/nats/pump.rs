@@ -195,16 +195,21 @@ impl Supervisor {
         let name = self.spec.name.clone();
         let status = self.status.clone();
         let generation = self.generation;
+        // The first `Connected` is the initial connect; only later ones are reconnects.
+        let connected_before = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("jetpost:{name}"))
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
                 let (name, status, reconnects) = (name.clone(), status.clone(), reconnects.clone());
+                let connected_before = connected_before.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             info!(account = %name, "connected to NATS");
-                            reconnects.send_modify(|n| *n += 1);
+                            if connected_before.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                                reconnects.send_modify(|n| *n += 1);
+                            }
                         }
                         async_nats::Event::Disconnected => {
                             warn!(account = %name, "disconnected from NATS");

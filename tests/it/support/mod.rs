@@ -12,3 +12,13 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().build().expect("http client")
 }
+
+/// Test logs: set `JETPOST_TEST_LOG=debug` (or any tracing filter) to see the service's logs.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("JETPOST_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
