@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod local_nats;
 pub mod source;
