@@ -1,0 +1,175 @@
+//! Tenant queries: upsert (which revives a deleted tenant), lookups, the admin list, and the
+//! soft delete that takes the tenant's destinations and pending deliveries with it.
+
+use sqlx::{Encode, Executor, QueryBuilder, Type};
+
+use super::filters::{TieBreak, push_in, push_page};
+use super::rows::{self, RowExt as _, tenant_columns};
+use super::timestamp::Timestamp;
+use super::{Dialect, SqlStore};
+use crate::store::error::{Result, StoreError, db_error};
+use crate::store::model::{Metadata, Tenant, TenantFilter, Upserted};
+use crate::store::page::{Cursor, Page, PagePlan};
+
+const SELECT_TENANT: &str = concat!(
+    "SELECT ",
+    tenant_columns!(),
+    " FROM tenants WHERE id = $1 AND deleted_at IS NULL"
+);
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Timestamp: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
+{
+    pub async fn upsert_tenant(&self, id: &str, metadata: Option<&Metadata>) -> Result<Upserted> {
+        let op = "upsert tenant";
+        let metadata = rows::to_opt_json("metadata", metadata)?;
+        let now = Timestamp::now();
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let existing = sqlx::query("SELECT deleted_at FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error(op))?;
+        let created = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO tenants (id, metadata, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $3)",
+                )
+                .bind(id)
+                .bind(metadata)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error(op))?;
+                true
+            }
+            Some(row) => {
+                let revive = row.opt_time("deleted_at")?.is_some();
+                // A deleted tenant comes back as a new one: fresh created_at, no destinations.
+                sqlx::query(
+                    "UPDATE tenants SET metadata = $2, updated_at = $3, deleted_at = NULL, \
+                     created_at = CASE WHEN deleted_at IS NULL THEN created_at ELSE $3 END \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(metadata)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error(op))?;
+                revive
+            }
+        };
+        let row = sqlx::query(SELECT_TENANT)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error(op))?;
+        let tenant = rows::tenant(&row)?;
+        tx.commit().await.map_err(db_error(op))?;
+        Ok(Upserted { tenant, created })
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        sqlx::query(SELECT_TENANT)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error("get tenant"))?
+            .map(|r| rows::tenant(&r))
+            .transpose()
+    }
+
+    /// Live tenants by creation time.
+    pub async fn list_tenants(
+        &self,
+        filter: &TenantFilter,
+        plan: &PagePlan,
+    ) -> Result<Page<Tenant>> {
+        let mut qb = QueryBuilder::<DB>::new(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM tenants WHERE deleted_at IS NULL"
+        ));
+        push_in(&mut qb, "id", &filter.ids);
+        push_page(&mut qb, "created_at", "id", TieBreak::Text, plan)?;
+        let found = qb
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error("list tenants"))?
+            .iter()
+            .map(rows::tenant)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(plan.finish(found, |t| Cursor {
+            time: t.created_at,
+            key: t.id.clone(),
+        }))
+    }
+
+    pub async fn count_tenants(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT count(*) AS n FROM tenants WHERE deleted_at IS NULL")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_error("count tenants"))?;
+        Ok(row.int("n")?.max(0) as u64)
+    }
+
+    /// Soft-deletes the tenant and its destinations; their pending deliveries are cancelled.
+    pub async fn delete_tenant(&self, id: &str) -> Result<()> {
+        let op = "delete tenant";
+        let now = Timestamp::now();
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let deleted = sqlx::query(
+            "UPDATE tenants SET deleted_at = $2, updated_at = $2 \
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error(op))?;
+        if DB::rows_affected(&deleted) == 0 {
+            return Err(StoreError::not_found("tenant", id));
+        }
+        sqlx::query(
+            "UPDATE destinations SET deleted_at = $2, updated_at = $2 \
+             WHERE tenant_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error(op))?;
+        // The repeated status test lets both backends use the partial queue index.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $2 \
+             WHERE tenant_id = $1 AND status IN ('pending', 'delivering') AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error(op))?;
+        tx.commit().await.map_err(db_error(op))?;
+        Ok(())
+    }
+}
