@@ -416,7 +416,7 @@ where
 }
 
 fn matches_filter(d: &Destination, filter: &DestinationFilter) -> bool {
-    let kind_ok = filter.kinds.is_empty() || filter.kinds.iter().any(|k| *k == d.kind);
+    let kind_ok = filter.kinds.is_empty() || filter.kinds.contains(&d.kind);
     let topic_ok = filter.topics.is_empty()
         || d.topics.iter().any(|t| t == "*")
         || filter.topics.iter().any(|t| d.topics.contains(t));

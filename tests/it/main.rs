@@ -1,3 +1,4 @@
 //! jetpost's integration tests: one binary, a module per area, shared helpers in `support`.
 
+mod store;
 mod support;
