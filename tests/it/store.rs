@@ -211,6 +211,15 @@ async fn tenants_upsert_list_and_soft_delete(db: TestDb) {
         .unwrap();
     let ids: Vec<_> = listed.models.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, vec!["acme", "globex"]); // newest first
+
+    // Racing upserts of one new tenant: all succeed, exactly one creates it.
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        racers.spawn(async move { store.upsert_tenant("initech", None).await.unwrap().created });
+    }
+    let created = racers.join_all().await.into_iter().filter(|c| *c).count();
+    assert_eq!(created, 1);
 }
 
 async fn destinations_crud_disable_and_soft_delete(db: TestDb) {

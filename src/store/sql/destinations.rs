@@ -103,7 +103,8 @@ where
             .begin_with(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
-        let tenant = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL")
+        // Locks the tenant row (Postgres) so a concurrent tenant delete cannot miss this one.
+        let tenant = sqlx::query(DB::SELECT_LIVE_TENANT_LOCKED)
             .bind(d.tenant_id.as_str())
             .fetch_optional(&mut *tx)
             .await

@@ -37,6 +37,10 @@ pub(crate) trait Dialect:
     /// manual)`: binds `$1` id, `$2` owner, `$3` expiry; row-locked on Postgres.
     const SELECT_LEASED_DELIVERY: &'static str;
 
+    /// Returns a row for a live tenant (`$1` id), share-locked on Postgres until the
+    /// transaction ends.
+    const SELECT_LIVE_TENANT_LOCKED: &'static str;
+
     /// Returns a row when sqlx's `_sqlx_migrations` table exists.
     const MIGRATIONS_TABLE_EXISTS: &'static str;
 

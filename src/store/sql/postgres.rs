@@ -61,6 +61,9 @@ impl Dialect for Postgres {
         WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_expires_at = $3
         FOR UPDATE";
 
+    const SELECT_LIVE_TENANT_LOCKED: &'static str =
+        "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL FOR SHARE";
+
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 WHERE to_regclass('_sqlx_migrations') IS NOT NULL";
 

@@ -68,6 +68,9 @@ impl Dialect for Sqlite {
         SELECT tenant_id, event_id, destination_id, attempts, manual FROM deliveries
         WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_expires_at = $3";
 
+    const SELECT_LIVE_TENANT_LOCKED: &'static str =
+        "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL";
+
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
 

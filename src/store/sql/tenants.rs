@@ -38,42 +38,45 @@ where
             .begin_with(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
-        let existing = sqlx::query("SELECT deleted_at FROM tenants WHERE id = $1")
+        // Insert-or-nothing first: a concurrent upsert of the same new tenant waits for ours
+        // and then takes the update path instead of failing on the primary key.
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, metadata, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(metadata.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error(op))?;
+        let mut created = DB::rows_affected(&inserted) == 1;
+        if !created {
+            // A deleted tenant comes back as a new one: fresh created_at, no destinations.
+            let revived = sqlx::query(
+                "UPDATE tenants SET metadata = $2, created_at = $3, updated_at = $3, \
+                 deleted_at = NULL WHERE id = $1 AND deleted_at IS NOT NULL",
+            )
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .bind(metadata.as_deref())
+            .bind(now)
+            .execute(&mut *tx)
             .await
             .map_err(db_error(op))?;
-        let created = match existing {
-            None => {
+            created = DB::rows_affected(&revived) == 1;
+            if !created {
                 sqlx::query(
-                    "INSERT INTO tenants (id, metadata, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $3)",
+                    "UPDATE tenants SET metadata = $2, updated_at = $3 \
+                     WHERE id = $1 AND deleted_at IS NULL",
                 )
                 .bind(id)
-                .bind(metadata)
+                .bind(metadata.as_deref())
                 .bind(now)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error(op))?;
-                true
             }
-            Some(row) => {
-                let revive = row.opt_time("deleted_at")?.is_some();
-                // A deleted tenant comes back as a new one: fresh created_at, no destinations.
-                sqlx::query(
-                    "UPDATE tenants SET metadata = $2, updated_at = $3, deleted_at = NULL, \
-                     created_at = CASE WHEN deleted_at IS NULL THEN created_at ELSE $3 END \
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(metadata)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error(op))?;
-                revive
-            }
-        };
+        }
         let row = sqlx::query(SELECT_TENANT)
             .bind(id)
             .fetch_one(&mut *tx)
