@@ -2,6 +2,7 @@
 //! default: one file, one node) or Postgres (several replicas), behind one API. Destination
 //! credentials are encrypted and decrypted here; the SQL lives in `sql`. See docs/storage.md.
 
+mod changes;
 mod crypto;
 mod error;
 mod migrations;
@@ -20,6 +21,7 @@ use self::page::PagePlan;
 use self::sql::rows::SealedDestination;
 use self::sql::{Dialect, SqlStore};
 
+pub use self::changes::{RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
@@ -158,6 +160,16 @@ impl Store {
     /// A round trip through the write path, for `/healthz`.
     pub async fn ping(&self) -> Result<()> {
         on_db!(self, db => db.ping().await)
+    }
+
+    /// Cross-replica notice of tenant and destination writes, for the routing cache (Postgres
+    /// LISTEN/NOTIFY, on a connection of its own). `None` on SQLite, where the one process
+    /// that writes also invalidates its cache.
+    pub async fn routing_changes(&self) -> Result<Option<RoutingChanges>> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(db) => RoutingChanges::listen(db.pool()).await.map(Some),
+        }
     }
 
     /// Closes the pools; calls made afterwards fail.

@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use jetpost::store::{
     AttemptFilter, AttemptStatus, BackendKind, ClaimRequest, ClaimedDelivery, Credentials,
     DeliveryOutcome, DeliveryStatus, DestinationFilter, ErrorKind, EventFilter, InsertOutcome,
-    Metadata, NewAttempt, NewDestination, NewEvent, PageRequest, SortDir, Store, StoreError,
-    StoreOptions, TenantFilter, TimeRange,
+    Metadata, NewAttempt, NewDestination, NewEvent, PageRequest, RoutingChange, SortDir, Store,
+    StoreError, StoreOptions, TenantFilter, TimeRange,
 };
 use sqlx::Connection as _;
 
@@ -1387,6 +1387,55 @@ async fn sqlite_creates_file_and_folder_in_wal_mode() {
     assert_eq!(mode, "wal");
     store.upsert_tenant("t1", None).await.unwrap();
     assert_eq!(store.backend(), BackendKind::Sqlite);
+    // One process owns a SQLite file: no cross-replica notices.
+    assert!(store.routing_changes().await.unwrap().is_none());
+}
+
+/// Every tenant or destination write reaches other replicas' routing caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_routing_changes_to_other_replicas() {
+    let db = TestDb::postgres().await;
+    let writer = db.store(Some(AES)).await;
+    let replica = Store::connect(db.url(), Some(AES)).await.unwrap();
+    let mut changes = replica
+        .routing_changes()
+        .await
+        .unwrap()
+        .expect("a listener");
+
+    // The channel is database-wide: other tests' tenants may show up too.
+    let tenant = format!("t-{}", uuid::Uuid::new_v4().simple());
+    writer.upsert_tenant(&tenant, None).await.unwrap();
+    writer
+        .create_destination(&webhook(&tenant, "d1", "whsec_1"))
+        .await
+        .unwrap();
+    writer.disable_destination(&tenant, "d1").await.unwrap();
+    writer.delete_destination(&tenant, "d1").await.unwrap();
+    // Nothing is announced for a write that fails.
+    writer.delete_destination(&tenant, "d1").await.unwrap_err();
+    writer.delete_tenant(&tenant).await.unwrap();
+
+    let mut seen = 0;
+    while seen < 5 {
+        let change = tokio::time::timeout(Duration::from_secs(30), changes.next())
+            .await
+            .expect("a notice within 30 s")
+            .unwrap();
+        if change == RoutingChange::Tenant(tenant.clone()) {
+            seen += 1;
+        }
+    }
+    // And no sixth one for the failed delete.
+    let extra = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if changes.next().await.unwrap() == RoutingChange::Tenant(tenant.clone()) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "a failed write was announced");
 }
 
 #[tokio::test]

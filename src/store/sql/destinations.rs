@@ -6,7 +6,7 @@ use sqlx::{Encode, Executor, Transaction, Type};
 
 use super::rows::{self, RowExt as _, SealedDestination, destination_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore};
+use super::{Dialect, SqlStore, notify_routing};
 use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
 use crate::store::model::NewDestination;
 
@@ -137,6 +137,7 @@ where
                 }
             })?;
         let created = rows::destination(&row, "")?;
+        notify_routing(&mut tx, &d.tenant_id).await?;
         tx.commit().await.map_err(db_error(op))?;
         Ok(created)
     }
@@ -203,8 +204,14 @@ where
         d: &NewDestination,
         sealed_credentials: Option<&str>,
     ) -> Result<SealedDestination> {
+        let op = "update destination";
         let cols = Columns::of(d)?;
-        sqlx::query(UPDATE_DESTINATION)
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let row = sqlx::query(UPDATE_DESTINATION)
             .bind(d.tenant_id.as_str())
             .bind(d.id.as_str())
             .bind(d.kind.as_str())
@@ -215,12 +222,14 @@ where
             .bind(cols.delivery_metadata)
             .bind(cols.metadata)
             .bind(Timestamp::now())
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(db_error("update destination"))?
-            .map(|r| rows::destination(&r, ""))
-            .transpose()?
-            .ok_or_else(|| StoreError::not_found("destination", &d.id))
+            .map_err(db_error(op))?
+            .ok_or_else(|| StoreError::not_found("destination", &d.id))?;
+        let updated = rows::destination(&row, "")?;
+        notify_routing(&mut tx, &d.tenant_id).await?;
+        tx.commit().await.map_err(db_error(op))?;
+        Ok(updated)
     }
 
     /// Sets `disabled_at` (kept if already disabled) and cancels the pending deliveries.
@@ -264,6 +273,7 @@ where
         if cancel_pending {
             cancel_pending_deliveries(&mut tx, tenant_id, id, now).await?;
         }
+        notify_routing(&mut tx, tenant_id).await?;
         tx.commit().await.map_err(db_error(op))?;
         Ok(destination)
     }
@@ -291,6 +301,7 @@ where
             return Err(StoreError::not_found("destination", id));
         }
         cancel_pending_deliveries(&mut tx, tenant_id, id, now).await?;
+        notify_routing(&mut tx, tenant_id).await?;
         tx.commit().await.map_err(db_error(op))?;
         Ok(())
     }

@@ -14,7 +14,7 @@ mod tenants;
 pub(crate) mod timestamp;
 
 use sqlx::migrate::Migrate;
-use sqlx::{Database, IntoArguments, Pool};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
 use self::rows::RowExt;
 use super::error::{Result, StoreError, db_error};
@@ -40,6 +40,10 @@ pub(crate) trait Dialect:
     /// Returns a row for a live tenant (`$1` id), share-locked on Postgres until the
     /// transaction ends.
     const SELECT_LIVE_TENANT_LOCKED: &'static str;
+
+    /// Announces a routing change (`$1` tenant id) to other replicas on commit; `None` where
+    /// a single process owns the database (SQLite).
+    const NOTIFY_ROUTING: Option<&'static str>;
 
     /// Returns a row when sqlx's `_sqlx_migrations` table exists.
     const MIGRATIONS_TABLE_EXISTS: &'static str;
@@ -69,8 +73,8 @@ impl<DB: Database> Clone for SqlStore<DB> {
 
 impl<DB: Dialect> SqlStore<DB>
 where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
 {
     pub(crate) fn new(writer: Pool<DB>, reader: Pool<DB>) -> Self {
         SqlStore { writer, reader }
@@ -110,8 +114,33 @@ where
         Ok(())
     }
 
+    /// The pool reads go through (for the Postgres change listener).
+    pub(crate) fn pool(&self) -> &Pool<DB> {
+        &self.reader
+    }
+
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
     }
+}
+
+/// Queues the routing-change announcement for `tenant_id`; sent when `tx` commits.
+pub(crate) async fn notify_routing<DB>(
+    tx: &mut Transaction<'static, DB>,
+    tenant_id: &str,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    if let Some(sql) = DB::NOTIFY_ROUTING {
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error("announce routing change"))?;
+    }
+    Ok(())
 }

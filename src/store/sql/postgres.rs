@@ -64,6 +64,9 @@ impl Dialect for Postgres {
     const SELECT_LIVE_TENANT_LOCKED: &'static str =
         "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL FOR SHARE";
 
+    // The channel is `changes::CHANNEL`.
+    const NOTIFY_ROUTING: Option<&'static str> = Some("SELECT pg_notify('jetpost_routing', $1)");
+
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 WHERE to_regclass('_sqlx_migrations') IS NOT NULL";
 

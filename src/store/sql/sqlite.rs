@@ -71,6 +71,8 @@ impl Dialect for Sqlite {
     const SELECT_LIVE_TENANT_LOCKED: &'static str =
         "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL";
 
+    const NOTIFY_ROUTING: Option<&'static str> = None;
+
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
 

@@ -6,7 +6,7 @@ use sqlx::{Encode, Executor, QueryBuilder, Type};
 use super::filters::{TieBreak, push_in, push_page};
 use super::rows::{self, RowExt as _, tenant_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore};
+use super::{Dialect, SqlStore, notify_routing};
 use crate::store::error::{Result, StoreError, db_error};
 use crate::store::model::{Metadata, Tenant, TenantFilter, Upserted};
 use crate::store::page::{Cursor, Page, PagePlan};
@@ -83,6 +83,7 @@ where
             .await
             .map_err(db_error(op))?;
         let tenant = rows::tenant(&row)?;
+        notify_routing(&mut tx, id).await?;
         tx.commit().await.map_err(db_error(op))?;
         Ok(Upserted { tenant, created })
     }
@@ -172,6 +173,7 @@ where
         .execute(&mut *tx)
         .await
         .map_err(db_error(op))?;
+        notify_routing(&mut tx, id).await?;
         tx.commit().await.map_err(db_error(op))?;
         Ok(())
     }
