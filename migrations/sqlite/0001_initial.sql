@@ -68,6 +68,9 @@ CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
 -- One queue per destination, for fair claims (see claim_due).
 CREATE INDEX deliveries_queue ON deliveries (tenant_id, destination_id, next_attempt_at)
     WHERE status IN ('pending', 'delivering');
+-- Deliveries in flight per destination (the claim's per-destination cap).
+CREATE INDEX deliveries_in_flight ON deliveries (tenant_id, destination_id, next_attempt_at)
+    WHERE status = 'delivering';
 
 CREATE TABLE attempts (
     id              TEXT PRIMARY KEY,

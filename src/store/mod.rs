@@ -304,11 +304,12 @@ impl Store {
     // --- deliveries ---
 
     /// Claims due deliveries for `req.owner` until `req.now + req.lease`, with their event and
-    /// destination. Fair across destinations: each destination contributes its oldest due
-    /// deliveries, at most `per_destination` in flight counting unexpired leases; then the
-    /// oldest due across destinations fill `limit`. Deliveries whose destination was disabled
-    /// or deleted meanwhile are cancelled rather than returned. An expired lease is claimable
-    /// again (at-least-once).
+    /// destination. Fair across destinations: round-robin (every destination's oldest due
+    /// delivery, then every destination's second oldest, ...), and at most `per_destination`
+    /// in flight per destination counting unexpired leases held by anyone. Deliveries whose
+    /// destination was disabled or deleted meanwhile are cancelled rather than returned. An
+    /// expired lease is claimable again (at-least-once). Cost: a few index probes per
+    /// destination that has queued deliveries, independent of the backlog's size.
     pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
         let rows = on_db!(self, db => db.claim_due(req).await)?;
         rows.into_iter()

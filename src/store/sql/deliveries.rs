@@ -72,9 +72,9 @@ where
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
 {
-    /// Claims due deliveries: per destination at most `per_destination` in flight (counting
-    /// leases others hold), oldest due first across destinations. Deliveries whose destination
-    /// was disabled or deleted are cancelled instead of claimed.
+    /// Claims due deliveries: round-robin across destinations, oldest first within each, at
+    /// most `per_destination` in flight per destination (counting leases others hold).
+    /// Deliveries whose destination was disabled or deleted are cancelled instead of claimed.
     pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedRow>> {
         let op = "claim deliveries";
         let now = Timestamp::new(req.now);
@@ -82,7 +82,11 @@ where
         // replaces, which is what makes (owner, expiry) a fencing token.
         let lease = TimeDelta::from_std(req.lease.max(Duration::from_millis(1)))
             .map_err(|_| StoreError::Invalid("claim lease is too long".to_string()))?;
-        let expires = Timestamp::new(req.now + lease);
+        let expires = req
+            .now
+            .checked_add_signed(lease)
+            .map(Timestamp::new)
+            .ok_or_else(|| StoreError::Invalid("claim lease is too long".to_string()))?;
         let per_destination = i64::from(req.per_destination.max(1));
 
         let mut tx = self

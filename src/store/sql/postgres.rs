@@ -15,8 +15,9 @@ impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
 
     // A skip-scan over the destination queues (one index probe per destination with work),
-    // then per destination its oldest due deliveries, locked; rows another replica holds are
-    // skipped rather than waited for.
+    // each destination's oldest due deliveries (read, not locked), round-robin across
+    // destinations; only the rows finally taken are locked, and rows another replica holds
+    // are skipped rather than waited for.
     const CLAIM_CANDIDATES: &'static str = "
         WITH RECURSIVE queues AS (
             (SELECT tenant_id, destination_id FROM deliveries
@@ -29,7 +30,7 @@ impl Dialect for Postgres {
                   AND (x.tenant_id, x.destination_id) > (q.tenant_id, q.destination_id)
                 ORDER BY x.tenant_id, x.destination_id LIMIT 1) n
         ),
-        loads AS (
+        loads AS MATERIALIZED (
             SELECT q.tenant_id, q.destination_id,
                 (SELECT count(*) FROM deliveries f
                  WHERE f.status = 'delivering' AND f.next_attempt_at > $1
@@ -48,13 +49,19 @@ impl Dialect for Postgres {
                 SELECT x.id, x.next_attempt_at FROM deliveries x
                 WHERE x.tenant_id = l.tenant_id AND x.destination_id = l.destination_id
                   AND x.status IN ('pending', 'delivering') AND x.next_attempt_at <= $1
-                ORDER BY x.next_attempt_at LIMIT $2
-                FOR UPDATE SKIP LOCKED) c
+                ORDER BY x.next_attempt_at LIMIT $2) c
+        ),
+        picked AS (
+            SELECT id, live, rank, next_attempt_at FROM candidates
+            WHERE NOT live OR rank + in_flight <= $2
+            ORDER BY rank, next_attempt_at, id
+            LIMIT 2 * $3
         )
-        SELECT id, live FROM candidates
-        WHERE NOT live OR rank + in_flight <= $2
-        ORDER BY next_attempt_at, id
-        LIMIT $3";
+        SELECT d.id, p.live FROM deliveries d JOIN picked p ON p.id = d.id
+        WHERE d.status IN ('pending', 'delivering') AND d.next_attempt_at <= $1
+        ORDER BY p.rank, p.next_attempt_at, d.id
+        LIMIT $3
+        FOR UPDATE OF d SKIP LOCKED";
 
     const SELECT_LEASED_DELIVERY: &'static str = "
         SELECT tenant_id, event_id, destination_id, attempts, manual FROM deliveries

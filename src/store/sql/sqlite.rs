@@ -38,7 +38,7 @@ impl Dialect for Sqlite {
                  WHERE x.status IN ('pending', 'delivering') AND x.tenant_id > q.tenant_id
                  ORDER BY x.tenant_id, x.destination_id LIMIT 1))
         ),
-        loads AS (
+        loads AS MATERIALIZED (
             SELECT q.tenant_id, q.destination_id,
                 (SELECT count(*) FROM deliveries f
                  WHERE f.status = 'delivering' AND f.next_attempt_at > $1
@@ -61,7 +61,7 @@ impl Dialect for Sqlite {
         )
         SELECT id, live FROM candidates
         WHERE NOT live OR rank + in_flight <= $2
-        ORDER BY next_attempt_at, id
+        ORDER BY rank, next_attempt_at, id
         LIMIT $3";
 
     const SELECT_LEASED_DELIVERY: &'static str = "
