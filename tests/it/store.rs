@@ -1369,6 +1369,21 @@ async fn postgres_lost_connection_is_transient(db: TestDb) {
     .execute(&mut admin)
     .await
     .unwrap();
+    // pg_terminate_backend only signals: wait until the sessions are really gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(db.schema())
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if alive == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sessions survived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     store.ping().await.unwrap();
     assert!(store.get_tenant("t1").await.unwrap().is_some());
 }
