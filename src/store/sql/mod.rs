@@ -1,6 +1,8 @@
 //! The store's SQL, written once for both backends: `SqlStore<DB>` holds the pools and runs the
 //! queries (one file per area); `Dialect` carries what differs between SQLite and Postgres
-//! (connection setup, the claim query, row locks, embedded migrations).
+//! (connection setup, the claim query, row locks, embedded migrations). Each area's
+//! `impl SqlStore<DB>` repeats one `where` list: the value types it binds must encode for `DB`,
+//! and Rust does not carry such bounds over from a trait.
 
 mod attempts;
 mod deliveries;
