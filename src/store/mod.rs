@@ -1,1 +1,437 @@
-//! The store of truth: tenants, destinations, events, deliveries, attempts (SQLite or Postgres).
+//! The store of truth: tenants, destinations, events, deliveries and attempts, in SQLite (the
+//! default: one file, one node) or Postgres (several replicas), behind one API. Destination
+//! credentials are encrypted and decrypted here; the SQL lives in `sql`. See docs/storage.md.
+
+mod changes;
+mod crypto;
+mod error;
+mod migrations;
+mod model;
+mod page;
+mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Sqlite};
+
+use self::crypto::{CredentialCipher, destination_aad};
+use self::page::PagePlan;
+use self::sql::rows::SealedDestination;
+use self::sql::{Dialect, SqlStore};
+
+pub use self::changes::{RoutingChange, RoutingChanges};
+pub use self::error::{ErrorKind, Result, StoreError};
+pub use self::migrations::MigrationInfo;
+pub use self::model::{
+    Attempt, AttemptFilter, AttemptStatus, ClaimRequest, ClaimedDelivery, Credentials, Delivery,
+    DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter, Event, EventFilter,
+    InsertOutcome, Lease, Metadata, NewAttempt, NewDestination, NewEvent, Tenant, TenantFilter,
+    TimeRange, Upserted,
+};
+pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
+
+/// Where the store lives when `database_url` is not configured.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/jetpost.db";
+
+/// Connection tuning; the defaults suit a single node.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Pool size: Postgres connections, or SQLite reader connections (SQLite always writes
+    /// through one connection).
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before failing as transient.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a write waits for the file lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the store; cheap to clone (pools are shared).
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    cipher: Option<Arc<CredentialCipher>>,
+}
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlStore<Sqlite>),
+    Postgres(SqlStore<Postgres>),
+}
+
+/// Runs the same expression against whichever backend this store uses.
+macro_rules! on_db {
+    ($store:expr, $db:ident => $call:expr) => {
+        match &$store.db {
+            Db::Sqlite($db) => $call,
+            Db::Postgres($db) => $call,
+        }
+    };
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .field("encrypts_credentials", &self.cipher.is_some())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens `sqlite://PATH` (file and folder created on first run) or `postgres://…`.
+    /// `aes_secret` encrypts destination credentials; without it, destinations with
+    /// credentials can be neither written nor read.
+    pub async fn connect(database_url: &str, aes_secret: Option<&str>) -> Result<Store> {
+        Store::connect_with(database_url, aes_secret, &StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        database_url: &str,
+        aes_secret: Option<&str>,
+        options: &StoreOptions,
+    ) -> Result<Store> {
+        let db = if database_url.starts_with("sqlite:") {
+            Db::Sqlite(sql::sqlite::connect(database_url, options).await?)
+        } else if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            Db::Postgres(sql::postgres::connect(database_url, options).await?)
+        } else {
+            return Err(StoreError::BadUrl {
+                url: error::redact_url(database_url),
+                reason: "use sqlite://PATH or postgres://USER@HOST/DATABASE".to_string(),
+            });
+        };
+        let cipher = aes_secret
+            .filter(|s| !s.is_empty())
+            .map(|s| Arc::new(CredentialCipher::new(s)));
+        Ok(Store { db, cipher })
+    }
+
+    pub fn backend(&self) -> BackendKind {
+        match self.db {
+            Db::Sqlite(_) => BackendKind::Sqlite,
+            Db::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Applies pending schema migrations (safe to run again, and from several replicas at
+    /// once on Postgres: the migrator takes an advisory lock).
+    pub async fn migrate(&self) -> Result<()> {
+        on_db!(self, db => db.migrate().await)
+    }
+
+    /// Migrations this binary would apply. Fails if the database was migrated by a newer
+    /// jetpost or a migration failed part-way.
+    pub async fn pending_migrations(&self) -> Result<Vec<MigrationInfo>> {
+        on_db!(self, db => pending_of(db).await)
+    }
+
+    /// For `serve --no-migrate`: an error saying what to run unless the schema is current.
+    pub async fn check_migrated(&self) -> Result<()> {
+        let pending = self.pending_migrations().await?;
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::NotMigrated {
+                pending: pending.iter().map(|m| m.version).collect(),
+            })
+        }
+    }
+
+    /// A round trip through the write path, for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        on_db!(self, db => db.ping().await)
+    }
+
+    /// Cross-replica notice of tenant and destination writes, for the routing cache (Postgres
+    /// LISTEN/NOTIFY, on a connection of its own). `None` on SQLite, where the one process
+    /// that writes also invalidates its cache.
+    pub async fn routing_changes(&self) -> Result<Option<RoutingChanges>> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(db) => RoutingChanges::listen(db.pool()).await.map(Some),
+        }
+    }
+
+    /// Closes the pools; calls made afterwards fail.
+    pub async fn close(&self) {
+        on_db!(self, db => db.close().await)
+    }
+
+    // --- tenants ---
+
+    /// Creates the tenant, or replaces its metadata. A deleted tenant comes back as new
+    /// (`created: true`) without its old destinations.
+    pub async fn upsert_tenant(&self, id: &str, metadata: Option<&Metadata>) -> Result<Upserted> {
+        on_db!(self, db => db.upsert_tenant(id, metadata).await)
+    }
+
+    /// The tenant, unless it does not exist or was deleted.
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        on_db!(self, db => db.get_tenant(id).await)
+    }
+
+    /// Live tenants ordered by `created_at`.
+    pub async fn list_tenants(
+        &self,
+        filter: &TenantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Tenant>> {
+        let plan = PagePlan::new(page)?;
+        on_db!(self, db => db.list_tenants(filter, &plan).await)
+    }
+
+    pub async fn count_tenants(&self) -> Result<u64> {
+        on_db!(self, db => db.count_tenants().await)
+    }
+
+    /// Soft-deletes the tenant and its destinations and cancels their pending deliveries;
+    /// events and attempts stay. `NotFound` if absent or already deleted.
+    pub async fn delete_tenant(&self, id: &str) -> Result<()> {
+        on_db!(self, db => db.delete_tenant(id).await)
+    }
+
+    // --- destinations ---
+
+    /// `NotFound` if the tenant does not exist, `Conflict` if the id is taken.
+    pub async fn create_destination(&self, d: &NewDestination) -> Result<Destination> {
+        let sealed = self.seal(d)?;
+        let stored = on_db!(self, db => db.create_destination(d, sealed.as_deref()).await)?;
+        self.open(stored)
+    }
+
+    /// The live destination (enabled or disabled) with credentials decrypted.
+    pub async fn get_destination(&self, tenant_id: &str, id: &str) -> Result<Option<Destination>> {
+        let stored = on_db!(self, db => db.get_destination(tenant_id, id).await)?;
+        stored.map(|s| self.open(s)).transpose()
+    }
+
+    /// Live destinations of the tenant, oldest first, narrowed by `filter`.
+    pub async fn list_destinations(
+        &self,
+        tenant_id: &str,
+        filter: &DestinationFilter,
+    ) -> Result<Vec<Destination>> {
+        let stored = on_db!(self, db => db.list_destinations(tenant_id).await)?;
+        stored
+            .into_iter()
+            .filter(|s| matches_filter(&s.destination, filter))
+            .map(|s| self.open(s))
+            .collect()
+    }
+
+    /// Live, enabled destinations of the tenant: what the routing cache loads.
+    pub async fn list_enabled_destinations(&self, tenant_id: &str) -> Result<Vec<Destination>> {
+        let stored = on_db!(self, db => db.list_enabled_destinations(tenant_id).await)?;
+        stored.into_iter().map(|s| self.open(s)).collect()
+    }
+
+    /// Live destinations of the tenant (for `max_destinations_per_tenant`).
+    pub async fn count_destinations(&self, tenant_id: &str) -> Result<u64> {
+        on_db!(self, db => db.count_destinations(tenant_id).await)
+    }
+
+    /// Replaces type, topics, filter, config, credentials and both metadata maps with `d`'s
+    /// (the API merges a PATCH into the current record first). `NotFound` if absent.
+    pub async fn update_destination(&self, d: &NewDestination) -> Result<Destination> {
+        let sealed = self.seal(d)?;
+        let stored = on_db!(self, db => db.update_destination(d, sealed.as_deref()).await)?;
+        self.open(stored)
+    }
+
+    /// Sets `disabled_at` (kept if already set) and cancels the destination's pending
+    /// deliveries; attempts in flight finish, their retries are cancelled.
+    pub async fn disable_destination(&self, tenant_id: &str, id: &str) -> Result<Destination> {
+        let stored = on_db!(self, db => db.disable_destination(tenant_id, id).await)?;
+        self.open(stored)
+    }
+
+    /// Clears `disabled_at`. Deliveries cancelled by the disable stay cancelled.
+    pub async fn enable_destination(&self, tenant_id: &str, id: &str) -> Result<Destination> {
+        let stored = on_db!(self, db => db.enable_destination(tenant_id, id).await)?;
+        self.open(stored)
+    }
+
+    /// Soft-deletes the destination (its id stays reserved) and cancels its pending
+    /// deliveries. `NotFound` if absent or already deleted.
+    pub async fn delete_destination(&self, tenant_id: &str, id: &str) -> Result<()> {
+        on_db!(self, db => db.delete_destination(tenant_id, id).await)
+    }
+
+    // --- events ---
+
+    /// Stores the batch in one transaction: each new event with one pending delivery (due
+    /// now) per distinct destination id. An event whose (tenant_id, id) is already stored, or
+    /// appears earlier in the batch, is `Duplicate` and writes nothing. Outcomes are in batch
+    /// order. A transient error means nothing was stored: retry the whole batch.
+    pub async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<InsertOutcome>> {
+        on_db!(self, db => db.insert_events(batch).await)
+    }
+
+    pub async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
+        on_db!(self, db => db.get_event(tenant_id, id).await)
+    }
+
+    /// Events ordered by `time` (ties by insertion order).
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Event>> {
+        let plan = PagePlan::new(page)?;
+        on_db!(self, db => db.list_events(filter, &plan).await)
+    }
+
+    // --- deliveries ---
+
+    /// Claims due deliveries for `req.owner` until `req.now + req.lease`, with their event and
+    /// destination. Fair across destinations: round-robin (every destination's oldest due
+    /// delivery, then every destination's second oldest, ...), and at most `per_destination`
+    /// in flight per destination counting unexpired leases held by anyone. Deliveries whose
+    /// destination was disabled or deleted meanwhile are cancelled rather than returned. An
+    /// expired lease is claimable again (at-least-once). Cost: a few index probes per
+    /// destination that has queued deliveries, independent of the backlog's size.
+    pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
+        let rows = on_db!(self, db => db.claim_due(req).await)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ClaimedDelivery {
+                    delivery: r.delivery,
+                    lease: r.lease,
+                    event: r.event,
+                    destination: self.open(r.destination)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records `attempt` and applies `outcome` to the delivery, in one transaction, if `lease`
+    /// still holds it. `Ok(false)`: the lease was lost (expired and claimed by someone else,
+    /// or reset by a manual retry) and nothing was written.
+    pub async fn complete_attempt(
+        &self,
+        lease: &Lease,
+        attempt: &NewAttempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<bool> {
+        on_db!(self, db => db.complete_attempt(lease, attempt, outcome).await)
+    }
+
+    /// Queues the event for the destination again, due now, flagged manual: replaces a pending
+    /// automatic retry, reopens a finished delivery, or creates one. `NotFound` for an unknown
+    /// event or destination, `Invalid` for a disabled destination, `Conflict` while an attempt
+    /// holds an unexpired lease on it.
+    pub async fn schedule_manual_retry(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        destination_id: &str,
+    ) -> Result<Delivery> {
+        on_db!(self, db => db.schedule_manual_retry(tenant_id, event_id, destination_id).await)
+    }
+
+    /// The deliveries of one event, by destination id.
+    pub async fn list_deliveries(&self, tenant_id: &str, event_id: &str) -> Result<Vec<Delivery>> {
+        on_db!(self, db => db.list_deliveries(tenant_id, event_id).await)
+    }
+
+    /// When the next delivery becomes due (pending, or a lease running out); `None` when
+    /// nothing is queued. Lets the dispatcher sleep until then.
+    pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let due = on_db!(self, db => db.next_due_at().await)?;
+        Ok(due.map(|t| t.0))
+    }
+
+    /// Deliveries in a status (e.g. pending, for `jetpost_deliveries_pending`).
+    pub async fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64> {
+        on_db!(self, db => db.count_deliveries(status).await)
+    }
+
+    // --- attempts ---
+
+    /// `tenant_id: None` finds the attempt in any tenant (admin).
+    pub async fn get_attempt(&self, tenant_id: Option<&str>, id: &str) -> Result<Option<Attempt>> {
+        on_db!(self, db => db.get_attempt(tenant_id, id).await)
+    }
+
+    /// Attempts ordered by `time` (ties by id).
+    pub async fn list_attempts(
+        &self,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Attempt>> {
+        let plan = PagePlan::new(page)?;
+        on_db!(self, db => db.list_attempts(filter, &plan).await)
+    }
+
+    // --- credentials ---
+
+    fn seal(&self, d: &NewDestination) -> Result<Option<String>> {
+        if d.credentials.0.is_empty() {
+            return Ok(None);
+        }
+        let cipher = self.cipher.as_ref().ok_or(StoreError::SecretMissing)?;
+        let plain = sql::rows::to_json("credentials", &d.credentials)?;
+        cipher
+            .seal(&destination_aad(&d.tenant_id, &d.id), plain.as_bytes())
+            .map(Some)
+            .ok_or_else(|| StoreError::Invalid("credentials are too large to encrypt".into()))
+    }
+
+    fn open(&self, stored: SealedDestination) -> Result<Destination> {
+        let mut destination = stored.destination;
+        let Some(sealed) = stored.sealed_credentials else {
+            return Ok(destination);
+        };
+        let cipher = self.cipher.as_ref().ok_or(StoreError::SecretMissing)?;
+        let plain = cipher
+            .open(
+                &destination_aad(&destination.tenant_id, &destination.id),
+                &sealed,
+            )
+            .ok_or_else(|| StoreError::Undecryptable {
+                tenant_id: destination.tenant_id.clone(),
+                destination_id: destination.id.clone(),
+            })?;
+        destination.credentials = serde_json::from_slice(&plain)
+            .map_err(|e| StoreError::corrupt("destination credentials", e))?;
+        Ok(destination)
+    }
+}
+
+async fn pending_of<DB>(db: &SqlStore<DB>) -> Result<Vec<MigrationInfo>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let applied = db.applied_migrations().await?;
+    migrations::pending(DB::MIGRATIONS, applied.as_deref())
+}
+
+fn matches_filter(d: &Destination, filter: &DestinationFilter) -> bool {
+    let kind_ok = filter.kinds.is_empty() || filter.kinds.contains(&d.kind);
+    let topic_ok = filter.topics.is_empty()
+        || d.topics.iter().any(|t| t == "*")
+        || filter.topics.iter().any(|t| d.topics.contains(t));
+    kind_ok && topic_ok
+}

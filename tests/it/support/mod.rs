@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aggregate;
+pub mod db;
 pub mod nats;
 pub mod receiver;
 pub mod sink;

@@ -1,0 +1,380 @@
+//! Delivery queries: claiming due deliveries under a lease (fairly across destinations),
+//! completing an attempt under that lease, manual retries, and what the dispatcher and metrics
+//! ask about the queue.
+//!
+//! A `delivering` row keeps its lease expiry in `next_attempt_at`, so "due" means the same for
+//! both states: `next_attempt_at <= now`. An expired lease is simply due again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use sqlx::{Encode, Executor, QueryBuilder, Type};
+
+use super::rows::{self, RowExt as _, SealedDestination, delivery_columns};
+use super::timestamp::Timestamp;
+use super::{Dialect, SqlStore};
+use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
+use crate::store::model::{
+    ClaimRequest, Delivery, DeliveryOutcome, DeliveryStatus, Event, Lease, NewAttempt,
+};
+
+/// A claimed delivery as read from the database; the facade opens the credentials.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedRow {
+    pub delivery: Delivery,
+    pub lease: Lease,
+    pub event: Event,
+    pub destination: SealedDestination,
+}
+
+/// Claimed deliveries with their event (`e_*`) and destination (`t_*`).
+const SELECT_CLAIMED: &str = "SELECT d.id, d.tenant_id, d.event_id, d.destination_id, d.status, \
+     d.attempts, d.next_attempt_at, d.manual, d.lease_owner, d.lease_expires_at, d.created_at, \
+     d.updated_at, \
+     e.seq AS e_seq, e.tenant_id AS e_tenant_id, e.id AS e_id, \
+     e.destination_id AS e_destination_id, e.topic AS e_topic, e.time AS e_time, \
+     e.metadata AS e_metadata, e.data AS e_data, e.eligible_for_retry AS e_eligible_for_retry, \
+     e.destination_ids AS e_destination_ids, e.created_at AS e_created_at, \
+     t.tenant_id AS t_tenant_id, t.id AS t_id, t.type AS t_type, t.topics AS t_topics, \
+     t.filter AS t_filter, t.config AS t_config, t.credentials AS t_credentials, \
+     t.delivery_metadata AS t_delivery_metadata, t.metadata AS t_metadata, \
+     t.disabled_at AS t_disabled_at, t.created_at AS t_created_at, t.updated_at AS t_updated_at \
+     FROM deliveries d \
+     JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id \
+     JOIN destinations t ON t.tenant_id = d.tenant_id AND t.id = d.destination_id \
+     WHERE d.id IN (";
+
+/// Creates the delivery, or resets a finished/pending one to run again now, unless an attempt
+/// holds an unexpired lease on it (then no row comes back).
+const UPSERT_MANUAL_RETRY: &str = concat!(
+    "INSERT INTO deliveries (tenant_id, event_id, destination_id, status, attempts, \
+     next_attempt_at, manual, created_at, updated_at) \
+     VALUES ($1, $2, $3, 'pending', 0, $4, TRUE, $4, $4) \
+     ON CONFLICT (tenant_id, event_id, destination_id) DO UPDATE SET \
+     status = 'pending', next_attempt_at = excluded.next_attempt_at, manual = TRUE, \
+     lease_owner = NULL, lease_expires_at = NULL, updated_at = excluded.updated_at \
+     WHERE deliveries.status <> 'delivering' \
+        OR deliveries.lease_expires_at <= excluded.next_attempt_at \
+     RETURNING ",
+    delivery_columns!()
+);
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Timestamp: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
+{
+    /// Claims due deliveries: round-robin across destinations, oldest first within each, at
+    /// most `per_destination` in flight per destination (counting leases others hold).
+    /// Deliveries whose destination was disabled or deleted are cancelled instead of claimed.
+    pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedRow>> {
+        let op = "claim deliveries";
+        let now = Timestamp::new(req.now);
+        // A lease of at least a millisecond makes every claim's expiry later than the one it
+        // replaces, which is what makes (owner, expiry) a fencing token.
+        let lease = TimeDelta::from_std(req.lease.max(Duration::from_millis(1)))
+            .map_err(|_| StoreError::Invalid("claim lease is too long".to_string()))?;
+        let expires = req
+            .now
+            .checked_add_signed(lease)
+            .map(Timestamp::new)
+            .ok_or_else(|| StoreError::Invalid("claim lease is too long".to_string()))?;
+        let per_destination = i64::from(req.per_destination.max(1));
+
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let candidates = sqlx::query(DB::CLAIM_CANDIDATES)
+            .bind(now)
+            .bind(per_destination)
+            .bind(i64::from(req.limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error(op))?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for row in &candidates {
+            let id = row.int("id")?;
+            if row.flag("live")? {
+                live.push(id);
+            } else {
+                dead.push(id);
+            }
+        }
+        if !dead.is_empty() {
+            let mut qb = QueryBuilder::<DB>::new(
+                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ",
+            );
+            qb.push_bind(now).push(" WHERE id IN (");
+            push_ids(&mut qb, &dead);
+            qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
+        }
+        if live.is_empty() {
+            tx.commit().await.map_err(db_error(op))?;
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'delivering', ");
+        qb.push("lease_owner = ")
+            .push_bind(req.owner)
+            .push(", lease_expires_at = ")
+            .push_bind(expires)
+            .push(", next_attempt_at = ")
+            .push_bind(expires)
+            .push(", updated_at = ")
+            .push_bind(now)
+            .push(" WHERE id IN (");
+        push_ids(&mut qb, &live);
+        qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
+
+        let mut qb = QueryBuilder::<DB>::new(SELECT_CLAIMED);
+        push_ids(&mut qb, &live);
+        let found = qb.build().fetch_all(&mut *tx).await.map_err(db_error(op))?;
+        tx.commit().await.map_err(db_error(op))?;
+
+        // Oldest due first, as the candidates came.
+        let order: HashMap<i64, usize> = live.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut claimed = found
+            .iter()
+            .map(|r| {
+                let delivery = rows::delivery(r)?;
+                Ok(ClaimedRow {
+                    lease: Lease {
+                        delivery_id: delivery.id,
+                        owner: req.owner.to_string(),
+                        expires_at: expires.0,
+                    },
+                    delivery,
+                    event: rows::event(r, "e_")?.0,
+                    destination: rows::destination(r, "t_")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|c| order.get(&c.delivery.id).copied());
+        Ok(claimed)
+    }
+
+    /// Records the attempt and moves the delivery on, if `lease` still holds it. Returns false
+    /// (and writes nothing) when the lease was lost: expired and claimed again, or reset by a
+    /// manual retry.
+    pub async fn complete_attempt(
+        &self,
+        lease: &Lease,
+        attempt: &NewAttempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<bool> {
+        let op = "complete attempt";
+        let now = Timestamp::now();
+        let response_data = rows::to_opt_json("response_data", attempt.response_data.as_ref())?;
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let Some(held) = sqlx::query(DB::SELECT_LEASED_DELIVERY)
+            .bind(lease.delivery_id)
+            .bind(lease.owner.as_str())
+            .bind(Timestamp::new(lease.expires_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error(op))?
+        else {
+            return Ok(false);
+        };
+        let tenant_id = held.text("tenant_id")?;
+        let event_id = held.text("event_id")?;
+        let destination_id = held.text("destination_id")?;
+        let attempt_number = held.int("attempts")? + 1;
+        let manual = held.flag("manual")?;
+
+        let (status, next_attempt_at) = match outcome {
+            DeliveryOutcome::Success => (DeliveryStatus::Success, None),
+            DeliveryOutcome::Failed => (DeliveryStatus::Failed, None),
+            DeliveryOutcome::Cancelled => (DeliveryStatus::Cancelled, None),
+            DeliveryOutcome::RetryAt(at) => {
+                let live = sqlx::query(
+                    "SELECT 1 FROM destinations WHERE tenant_id = $1 AND id = $2 \
+                     AND deleted_at IS NULL AND disabled_at IS NULL",
+                )
+                .bind(tenant_id.as_str())
+                .bind(destination_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error(op))?;
+                if live.is_some() {
+                    (DeliveryStatus::Pending, Some(Timestamp::new(at)))
+                } else {
+                    (DeliveryStatus::Cancelled, None)
+                }
+            }
+        };
+        // Automatic retries after a manual attempt are automatic again.
+        let next_manual = manual && !matches!(outcome, DeliveryOutcome::RetryAt(_));
+        sqlx::query(
+            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
+             manual = $5, lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+             WHERE id = $1",
+        )
+        .bind(lease.delivery_id)
+        .bind(status.as_str())
+        .bind(attempt_number)
+        .bind(next_attempt_at)
+        .bind(next_manual)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error(op))?;
+        sqlx::query(
+            "INSERT INTO attempts (id, tenant_id, event_id, destination_id, delivery_id, \
+             attempt_number, manual, status, code, response_data, time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(attempt.id.as_str())
+        .bind(tenant_id)
+        .bind(event_id)
+        .bind(destination_id)
+        .bind(lease.delivery_id)
+        .bind(attempt_number)
+        .bind(manual)
+        .bind(attempt.status.as_str())
+        .bind(attempt.code.as_str())
+        .bind(response_data)
+        .bind(Timestamp::new(attempt.time))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!(
+                    "attempt id {:?} already exists; give every attempt a new id",
+                    attempt.id
+                ))
+            } else {
+                db_error(op)(e)
+            }
+        })?;
+        tx.commit().await.map_err(db_error(op))?;
+        Ok(true)
+    }
+
+    /// Queues the event for the destination again, now, as a manual round.
+    pub async fn schedule_manual_retry(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        destination_id: &str,
+    ) -> Result<Delivery> {
+        let op = "schedule manual retry";
+        let now = Timestamp::now();
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let event = sqlx::query("SELECT 1 FROM events WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error(op))?;
+        if event.is_none() {
+            return Err(StoreError::not_found("event", event_id));
+        }
+        let destination = sqlx::query(
+            "SELECT disabled_at FROM destinations \
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(destination_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error(op))?
+        .ok_or_else(|| StoreError::not_found("destination", destination_id))?;
+        if destination.opt_time("disabled_at")?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "destination {destination_id:?} is disabled; enable it before retrying"
+            )));
+        }
+        let row = sqlx::query(UPSERT_MANUAL_RETRY)
+            .bind(tenant_id)
+            .bind(event_id)
+            .bind(destination_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error(op))?
+            .ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "event {event_id:?} is being delivered to destination {destination_id:?} \
+                     right now; retry after this attempt finishes"
+                ))
+            })?;
+        let delivery = rows::delivery(&row)?;
+        tx.commit().await.map_err(db_error(op))?;
+        Ok(delivery)
+    }
+
+    /// The deliveries of one event (one per destination it was routed or retried to).
+    pub async fn list_deliveries(&self, tenant_id: &str, event_id: &str) -> Result<Vec<Delivery>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE tenant_id = $1 AND event_id = $2 ORDER BY destination_id"
+        ))
+        .bind(tenant_id)
+        .bind(event_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error("list deliveries"))?
+        .iter()
+        .map(rows::delivery)
+        .collect()
+    }
+
+    /// When the next delivery becomes due (a pending one, or a lease running out).
+    pub async fn next_due_at(&self) -> Result<Option<Timestamp>> {
+        // Two index probes (one per status) rather than a scan of an IN list.
+        let row = sqlx::query(
+            "SELECT \
+             (SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending') AS pending, \
+             (SELECT min(next_attempt_at) FROM deliveries WHERE status = 'delivering') AS leased",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_error("read next due time"))?;
+        let pending = row.opt_time("pending")?.map(Timestamp);
+        let leased = row.opt_time("leased")?.map(Timestamp);
+        Ok(pending.into_iter().chain(leased).min())
+    }
+
+    pub async fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64> {
+        let row = sqlx::query("SELECT count(*) AS n FROM deliveries WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_error("count deliveries"))?;
+        Ok(row.int("n")?.max(0) as u64)
+    }
+}
+
+/// `$n, $n+1, ...)` — closes the `IN (` the caller opened.
+fn push_ids<DB>(qb: &mut QueryBuilder<DB>, ids: &[i64])
+where
+    DB: Dialect,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    qb.push(")");
+}

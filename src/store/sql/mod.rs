@@ -1,0 +1,148 @@
+//! The store's SQL, written once for both backends: `SqlStore<DB>` holds the pools and runs the
+//! queries (one file per area); `Dialect` carries what differs between SQLite and Postgres
+//! (connection setup, the claim query, row locks, embedded migrations). Each area's
+//! `impl SqlStore<DB>` repeats one `where` list: the value types it binds must encode for `DB`,
+//! and Rust does not carry such bounds over from a trait.
+
+mod attempts;
+mod deliveries;
+mod destinations;
+mod events;
+mod filters;
+pub(crate) mod postgres;
+pub(crate) mod rows;
+pub(crate) mod sqlite;
+mod tenants;
+pub(crate) mod timestamp;
+
+use sqlx::migrate::Migrate;
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+
+use self::rows::RowExt;
+use super::error::{Result, StoreError, db_error};
+use super::migrations::{EmbeddedMigration, migrator};
+
+/// What differs between the two backends. The bounds on the associated types (rows readable
+/// through `RowExt`, connections that can migrate) hold for every use of a `Dialect`.
+pub(crate) trait Dialect:
+    Database<Row: RowExt, Arguments: IntoArguments<Self> + Default, Connection: Migrate>
+{
+    /// Opens a write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so a
+    /// transaction never fails upgrading from reader to writer halfway through.
+    const BEGIN_WRITE: &'static str;
+
+    /// `claim_due`'s candidates as rows `(id, live)`: binds `$1` now, `$2` per-destination cap,
+    /// `$3` limit. Postgres locks the rows it returns (`FOR UPDATE SKIP LOCKED`).
+    const CLAIM_CANDIDATES: &'static str;
+
+    /// The delivery held under a lease, `(tenant_id, event_id, destination_id, attempts,
+    /// manual)`: binds `$1` id, `$2` owner, `$3` expiry; row-locked on Postgres.
+    const SELECT_LEASED_DELIVERY: &'static str;
+
+    /// Returns a row for a live tenant (`$1` id), share-locked on Postgres until the
+    /// transaction ends.
+    const SELECT_LIVE_TENANT_LOCKED: &'static str;
+
+    /// Announces a routing change (`$1` tenant id) to other replicas on commit; `None` where
+    /// a single process owns the database (SQLite).
+    const NOTIFY_ROUTING: Option<&'static str>;
+
+    /// Returns a row when sqlx's `_sqlx_migrations` table exists.
+    const MIGRATIONS_TABLE_EXISTS: &'static str;
+
+    /// This backend's schema migrations, embedded in the binary.
+    const MIGRATIONS: &'static [EmbeddedMigration];
+
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// The pools of one database. SQLite: one writer connection (writers queue in-process instead
+/// of contending for the file lock) and several readers working on WAL snapshots. Postgres:
+/// both are the same pool.
+pub(crate) struct SqlStore<DB: Database> {
+    writer: Pool<DB>,
+    reader: Pool<DB>,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+        }
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+{
+    pub(crate) fn new(writer: Pool<DB>, reader: Pool<DB>) -> Self {
+        SqlStore { writer, reader }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        migrator(DB::MIGRATIONS)
+            .run(&self.writer)
+            .await
+            .map_err(StoreError::Migrate)
+    }
+
+    /// `(version, success)` of every applied migration; `None` before the first migration.
+    pub async fn applied_migrations(&self) -> Result<Option<Vec<(i64, bool)>>> {
+        let exists = sqlx::query(DB::MIGRATIONS_TABLE_EXISTS)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error("read schema version"))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error("read schema version"))?;
+        rows.iter()
+            .map(|r| Ok((r.int("version")?, r.flag("success")?)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.writer)
+            .await
+            .map_err(db_error("ping"))?;
+        Ok(())
+    }
+
+    /// The pool reads go through (for the Postgres change listener).
+    pub(crate) fn pool(&self) -> &Pool<DB> {
+        &self.reader
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// Queues the routing-change announcement for `tenant_id`; sent when `tx` commits.
+pub(crate) async fn notify_routing<DB>(
+    tx: &mut Transaction<'static, DB>,
+    tenant_id: &str,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    if let Some(sql) = DB::NOTIFY_ROUTING {
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error("announce routing change"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Postgres specifics: the connection pool, and the statements that lock rows so several
+//! replicas can claim deliveries side by side (`FOR UPDATE SKIP LOCKED`).
+
+use std::str::FromStr;
+
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+
+use super::{Dialect, SqlStore};
+use crate::store::StoreOptions;
+use crate::store::error::{Result, StoreError, db_error, redact_url};
+use crate::store::migrations::EmbeddedMigration;
+
+impl Dialect for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+
+    // A skip-scan over the destination queues (one index probe per destination with work),
+    // each destination's oldest due deliveries (read, not locked), round-robin across
+    // destinations; only the rows finally taken are locked, and rows another replica holds
+    // are skipped rather than waited for.
+    const CLAIM_CANDIDATES: &'static str = "
+        WITH RECURSIVE queues AS (
+            (SELECT tenant_id, destination_id FROM deliveries
+             WHERE status IN ('pending', 'delivering')
+             ORDER BY tenant_id, destination_id LIMIT 1)
+            UNION ALL
+            SELECT n.tenant_id, n.destination_id FROM queues q CROSS JOIN LATERAL (
+                SELECT x.tenant_id, x.destination_id FROM deliveries x
+                WHERE x.status IN ('pending', 'delivering')
+                  AND (x.tenant_id, x.destination_id) > (q.tenant_id, q.destination_id)
+                ORDER BY x.tenant_id, x.destination_id LIMIT 1) n
+        ),
+        loads AS MATERIALIZED (
+            SELECT q.tenant_id, q.destination_id,
+                (SELECT count(*) FROM deliveries f
+                 WHERE f.status = 'delivering' AND f.next_attempt_at > $1
+                   AND f.tenant_id = q.tenant_id AND f.destination_id = q.destination_id
+                ) AS in_flight,
+                EXISTS (SELECT 1 FROM destinations t
+                 WHERE t.tenant_id = q.tenant_id AND t.id = q.destination_id
+                   AND t.deleted_at IS NULL AND t.disabled_at IS NULL) AS live
+            FROM queues q
+        ),
+        candidates AS (
+            SELECT c.id, c.next_attempt_at, l.in_flight, l.live,
+                row_number() OVER (PARTITION BY l.tenant_id, l.destination_id
+                                   ORDER BY c.next_attempt_at, c.id) AS rank
+            FROM loads l CROSS JOIN LATERAL (
+                SELECT x.id, x.next_attempt_at FROM deliveries x
+                WHERE x.tenant_id = l.tenant_id AND x.destination_id = l.destination_id
+                  AND x.status IN ('pending', 'delivering') AND x.next_attempt_at <= $1
+                ORDER BY x.next_attempt_at LIMIT $2) c
+        ),
+        picked AS (
+            SELECT id, live, rank, next_attempt_at FROM candidates
+            WHERE NOT live OR rank + in_flight <= $2
+            ORDER BY rank, next_attempt_at, id
+            LIMIT 2 * $3
+        )
+        SELECT d.id, p.live FROM deliveries d JOIN picked p ON p.id = d.id
+        WHERE d.status IN ('pending', 'delivering') AND d.next_attempt_at <= $1
+        ORDER BY p.rank, p.next_attempt_at, d.id
+        LIMIT $3
+        FOR UPDATE OF d SKIP LOCKED";
+
+    const SELECT_LEASED_DELIVERY: &'static str = "
+        SELECT tenant_id, event_id, destination_id, attempts, manual FROM deliveries
+        WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_expires_at = $3
+        FOR UPDATE";
+
+    const SELECT_LIVE_TENANT_LOCKED: &'static str =
+        "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL FOR SHARE";
+
+    // The channel is `changes::CHANNEL`.
+    const NOTIFY_ROUTING: Option<&'static str> = Some("SELECT pg_notify('jetpost_routing', $1)");
+
+    const MIGRATIONS_TABLE_EXISTS: &'static str =
+        "SELECT 1 WHERE to_regclass('_sqlx_migrations') IS NOT NULL";
+
+    const MIGRATIONS: &'static [EmbeddedMigration] = &[EmbeddedMigration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    }];
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStore<Postgres>> {
+    let mut connect = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+        url: redact_url(url),
+        reason: e.to_string(),
+    })?;
+    if connect.get_application_name().is_none() {
+        // Names jetpost's sessions in pg_stat_activity.
+        connect = connect.application_name("jetpost");
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(db_error("connect to Postgres"))?;
+    Ok(SqlStore::new(pool.clone(), pool))
+}

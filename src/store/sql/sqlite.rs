@@ -1,0 +1,133 @@
+//! SQLite specifics: opening the database file (created with its folder on first run, WAL,
+//! busy timeout, foreign keys, full sync) and the statements SQLite words differently.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::Sqlite;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
+};
+
+use super::{Dialect, SqlStore};
+use crate::store::StoreOptions;
+use crate::store::error::{Result, StoreError, db_error, redact_url};
+use crate::store::migrations::EmbeddedMigration;
+
+impl Dialect for Sqlite {
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    // SQLite has no LATERAL, and uses only the first column of a row-value comparison for an
+    // index seek, so the skip-scan over destination queues steps with two index probes
+    // (next destination of this tenant, else first destination of the next tenant).
+    const CLAIM_CANDIDATES: &'static str = "
+        WITH RECURSIVE queues(tenant_id, destination_id) AS (
+            SELECT tenant_id, destination_id FROM (
+                SELECT tenant_id, destination_id FROM deliveries
+                WHERE status IN ('pending', 'delivering')
+                ORDER BY tenant_id, destination_id LIMIT 1)
+            UNION ALL
+            SELECT n.tenant_id, n.destination_id
+            FROM queues q JOIN deliveries n ON n.id = coalesce(
+                (SELECT x.id FROM deliveries x
+                 WHERE x.status IN ('pending', 'delivering')
+                   AND x.tenant_id = q.tenant_id AND x.destination_id > q.destination_id
+                 ORDER BY x.tenant_id, x.destination_id LIMIT 1),
+                (SELECT x.id FROM deliveries x
+                 WHERE x.status IN ('pending', 'delivering') AND x.tenant_id > q.tenant_id
+                 ORDER BY x.tenant_id, x.destination_id LIMIT 1))
+        ),
+        loads AS MATERIALIZED (
+            SELECT q.tenant_id, q.destination_id,
+                (SELECT count(*) FROM deliveries f
+                 WHERE f.status = 'delivering' AND f.next_attempt_at > $1
+                   AND f.tenant_id = q.tenant_id AND f.destination_id = q.destination_id
+                ) AS in_flight,
+                EXISTS (SELECT 1 FROM destinations t
+                 WHERE t.tenant_id = q.tenant_id AND t.id = q.destination_id
+                   AND t.deleted_at IS NULL AND t.disabled_at IS NULL) AS live
+            FROM queues q
+        ),
+        candidates AS (
+            SELECT d.id, d.next_attempt_at, l.in_flight, l.live,
+                row_number() OVER (PARTITION BY l.tenant_id, l.destination_id
+                                   ORDER BY d.next_attempt_at, d.id) AS rank
+            FROM loads l JOIN deliveries d ON d.id IN (
+                SELECT x.id FROM deliveries x
+                WHERE x.tenant_id = l.tenant_id AND x.destination_id = l.destination_id
+                  AND x.status IN ('pending', 'delivering') AND x.next_attempt_at <= $1
+                ORDER BY x.next_attempt_at LIMIT $2)
+        )
+        SELECT id, live FROM candidates
+        WHERE NOT live OR rank + in_flight <= $2
+        ORDER BY rank, next_attempt_at, id
+        LIMIT $3";
+
+    const SELECT_LEASED_DELIVERY: &'static str = "
+        SELECT tenant_id, event_id, destination_id, attempts, manual FROM deliveries
+        WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_expires_at = $3";
+
+    const SELECT_LIVE_TENANT_LOCKED: &'static str =
+        "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL";
+
+    const NOTIFY_ROUTING: Option<&'static str> = None;
+
+    const MIGRATIONS_TABLE_EXISTS: &'static str =
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
+
+    const MIGRATIONS: &'static [EmbeddedMigration] = &[EmbeddedMigration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    }];
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStore<Sqlite>> {
+    let bad_url = |reason: String| StoreError::BadUrl {
+        url: redact_url(url),
+        reason,
+    };
+    let base = SqliteConnectOptions::from_str(url)
+        .map_err(|e| bad_url(e.to_string()))?
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true)
+        // Acked NATS messages must survive a power loss, not only a process crash.
+        .synchronous(SqliteSynchronous::Full);
+    create_parent_folder(base.get_filename()).map_err(bad_url)?;
+
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(
+            base.clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal),
+        )
+        .await
+        .map_err(db_error("open the SQLite database"))?;
+    // Readers open the file after the writer created it and switched it to WAL (a persistent
+    // setting of the file).
+    let reader = SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(base)
+        .await
+        .map_err(db_error("open the SQLite database"))?;
+    Ok(SqlStore::new(writer, reader))
+}
+
+fn create_parent_folder(file: &Path) -> std::result::Result<(), String> {
+    let Some(parent) = file.parent() else {
+        return Ok(());
+    };
+    if parent.as_os_str().is_empty() || file.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create the folder {}: {e}", parent.display()))
+}
