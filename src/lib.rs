@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod ingest;
 pub mod local_nats;
 pub mod source;
 pub mod store;

@@ -309,3 +309,56 @@ fn watch(dir: &std::path::Path, changes: mpsc::Sender<()>) -> Option<notify::Rec
         }
     }
 }
+
+impl NatsSourceConfig {
+    /// The NATS source the config asks for; `None` when no NATS servers are configured.
+    /// Validation (`Config::validate`) already refused servers without accounts and the reverse.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<NatsSourceConfig>, String> {
+        let nats = &config.publishmq.nats;
+        if nats.servers.is_empty() {
+            return Ok(None);
+        }
+        let mut accounts: Vec<AccountSpec> = nats
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                AccountSpec {
+                    name: a.name.clone(),
+                    origin: Origin::Static,
+                    tenant: TenantRule::Account(a.tenant_id.clone()),
+                    stream: a.stream.clone(),
+                    consumer: a.consumer.clone(),
+                    credentials_file: a.credentials_file.clone(),
+                    defined_at: format!("publishmq.nats.accounts[{i}]"),
+                    fingerprint: [0; 32],
+                }
+                .fingerprinted(None)
+            })
+            .collect();
+        if let Some(aggregate) = &nats.aggregate {
+            let pattern = SubjectPattern::parse(&aggregate.tenant_subject)?;
+            accounts.push(
+                AccountSpec {
+                    name: "aggregate".into(),
+                    origin: Origin::Aggregate,
+                    tenant: TenantRule::Subject(pattern),
+                    stream: aggregate.stream.clone(),
+                    consumer: aggregate.consumer.clone(),
+                    credentials_file: aggregate.credentials_file.clone(),
+                    defined_at: "publishmq.nats.aggregate".into(),
+                    fingerprint: [0; 32],
+                }
+                .fingerprinted(None),
+            );
+        }
+        Ok(Some(NatsSourceConfig {
+            servers: nats.servers.clone(),
+            accounts,
+            accounts_dir: nats.accounts_dir.clone(),
+            max_in_flight: config.publish_max_concurrency,
+            drain_timeout: config.shutdown_timeout(),
+            resync_interval: Duration::from_secs(5),
+        }))
+    }
+}
