@@ -93,7 +93,7 @@ async fn commit_loop(
         debug!(size = events.len(), ok = result.is_ok(), "group commit");
         match result {
             Ok(outcomes) => {
-                if outcomes.iter().any(|o| *o == InsertOutcome::Inserted) {
+                if outcomes.contains(&InsertOutcome::Inserted) {
                     committed.notify_one();
                 }
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
