@@ -1,6 +1,8 @@
 //! jetpost: delivers events from multi-tenant NATS JetStream to webhooks, compatible with
 //! Hookdeck Outpost's API, event format and webhook format.
 
+pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -4,11 +4,14 @@
 mod filter_check;
 mod nats;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::Migrations;
+use crate::config::Config;
 /// How a command ended, mapped to the process exit code.
 #[derive(Debug)]
 pub enum Failure {
@@ -232,9 +235,20 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Accounts(AccountsCommand::Check { dir }) => Ok(nats::check_accounts(&dir)?),
         Command::Nats(command) => block_on(run_nats(command)),
-        Command::Serve(_) => not_implemented("serve"),
+        Command::Serve(args) => {
+            let config = load_config(&args.config)?;
+            let migrations = if args.no_migrate {
+                Migrations::Require
+            } else {
+                Migrations::Apply
+            };
+            block_on(serve(config, migrations))
+        }
+        Command::Migrate(args) => {
+            let config = load_config(&args)?;
+            block_on(migrate(config))
+        }
         Command::Dev => not_implemented("dev"),
-        Command::Migrate(_) => not_implemented("migrate"),
     }
 }
 
@@ -304,6 +318,85 @@ fn block_on<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
             Failure::Runtime(anyhow::anyhow!("cannot start the async runtime: {err}"))
         })?;
     runtime.block_on(future)
+}
+
+/// The merged configuration (defaults < YAML < environment); every problem is a usage error.
+fn load_config(args: &ConfigArg) -> Result<Config, Failure> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::load(args.config.as_deref(), &env)
+        .map_err(|errors| Failure::Usage(format!("invalid configuration:\n{errors}")))?;
+    crate::telemetry::init_logging(&config.log_level, config.log_format);
+    Ok(config)
+}
+
+async fn serve(config: Config, migrations: Migrations) -> Result<ExitCode, Failure> {
+    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.api_port));
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|err| {
+            Failure::Runtime(anyhow::anyhow!(
+                "cannot listen on {address} (api_port / API_PORT): {err}"
+            ))
+        })?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    crate::app::run(config, listener, migrations, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: Config) -> Result<ExitCode, Failure> {
+    let secret = Some(config.aes_encryption_secret.expose()).filter(|s| !s.is_empty());
+    let store = crate::store::Store::connect(config.database_url.expose(), secret)
+        .await
+        .map_err(|err| {
+            Failure::Runtime(anyhow::anyhow!(
+                "cannot open the store at {}: {err}",
+                config.database_url.redacted()
+            ))
+        })?;
+    let pending = store
+        .pending_migrations()
+        .await
+        .map_err(anyhow::Error::from)?;
+    store.migrate().await.map_err(anyhow::Error::from)?;
+    for migration in &pending {
+        println!(
+            "applied migration {} ({})",
+            migration.version, migration.description
+        );
+    }
+    println!(
+        "store at {} is up to date ({} applied now)",
+        config.database_url.redacted(),
+        pending.len()
+    );
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT (Ctrl-C) starts a graceful shutdown.
+async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received: shutting down");
+    shutdown.cancel();
 }
 
 fn not_implemented(command: &str) -> Result<ExitCode, Failure> {

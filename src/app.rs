@@ -1,0 +1,155 @@
+//! The service assembled: store, ingest, NATS source, delivery and the HTTP API, started in
+//! dependency order and stopped in reverse (stop pulling, settle in-flight work, close).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::event::TopicRules;
+use crate::ingest::{Ingest, IngestOptions};
+use crate::source::IngestSink;
+use crate::source::nats::{NatsSource, NatsSourceConfig};
+use crate::store::{BackendKind, Store};
+
+/// How `run` treats the store's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply pending migrations at start (`jetpost serve`).
+    Apply,
+    /// Refuse to start while migrations are pending (`jetpost serve --no-migrate`).
+    Require,
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled, then stops cleanly.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    migrations: Migrations,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let store = connect_store(&config, migrations).await?;
+    let ingest = Arc::new(Ingest::new(
+        store.clone(),
+        IngestOptions {
+            topics: TopicRules::new(&config.topics, config.topics_allow_wildcards),
+            committers: match store.backend() {
+                BackendKind::Sqlite => 1,
+                BackendKind::Postgres => 4,
+            },
+            max_batch: 256,
+        },
+    ));
+    let background = CancellationToken::new();
+    tokio::spawn(follow_routing_changes(
+        store.clone(),
+        ingest.clone(),
+        background.clone(),
+    ));
+    let metrics = crate::telemetry::metrics().clone();
+    tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
+
+    let source = match NatsSourceConfig::from_config(&config).map_err(anyhow::Error::msg)? {
+        Some(nats) => {
+            info!(servers = ?nats.servers, accounts = nats.accounts.len(), accounts_dir = ?nats.accounts_dir, "starting the NATS source");
+            Some(NatsSource::start(
+                nats,
+                ingest.clone() as Arc<dyn IngestSink>,
+            ))
+        }
+        None => None,
+    };
+
+    let state = ApiState {
+        config: config.clone(),
+        store: store.clone(),
+        ingest: ingest.clone(),
+        accounts: source.as_ref().map(|s| s.status().clone()),
+        metrics,
+        deliveries_ready: ingest.deliveries_committed(),
+    };
+    info!(address = %listener.local_addr()?, "HTTP API listening");
+    let server = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = server.await.context("HTTP server failed");
+
+    info!("shutting down: stopping the NATS source");
+    if let Some(source) = source {
+        source.stop().await;
+    }
+    background.cancel();
+    store.close().await;
+    info!("stopped");
+    served
+}
+
+async fn connect_store(config: &Config, migrations: Migrations) -> anyhow::Result<Store> {
+    let secret = Some(config.aes_encryption_secret.expose()).filter(|s| !s.is_empty());
+    let store = Store::connect(config.database_url.expose(), secret)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                config.database_url.redacted()
+            )
+        })?;
+    match migrations {
+        Migrations::Apply => store.migrate().await.context("applying store migrations")?,
+        Migrations::Require => store.check_migrated().await?,
+    }
+    Ok(store)
+}
+
+/// Keeps the routing cache in step with writes made by other replicas (Postgres LISTEN/NOTIFY).
+async fn follow_routing_changes(store: Store, ingest: Arc<Ingest>, stop: CancellationToken) {
+    loop {
+        let mut changes = match store.routing_changes().await {
+            Ok(Some(changes)) => changes,
+            Ok(None) => return, // SQLite: a single process, invalidated in place
+            Err(err) => {
+                warn!("cannot follow routing changes: {err}; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+        };
+        // Anything may have changed while not listening.
+        ingest.routing().invalidate_all();
+        loop {
+            let change = tokio::select! {
+                _ = stop.cancelled() => return,
+                change = changes.next() => change,
+            };
+            match change {
+                Ok(crate::store::RoutingChange::Tenant(tenant)) => {
+                    ingest.routing().invalidate(&tenant)
+                }
+                Ok(crate::store::RoutingChange::Resync) => ingest.routing().invalidate_all(),
+                Err(err) => {
+                    error!("routing change feed failed: {err}; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
