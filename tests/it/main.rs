@@ -4,6 +4,7 @@ mod store;
 mod support;
 
 mod harness;
+mod ingest;
 mod receiver;
 mod source;
 mod webhook;
