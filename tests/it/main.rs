@@ -3,6 +3,7 @@
 mod store;
 mod support;
 
+mod cli;
 mod harness;
 mod ingest;
 mod receiver;
