@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod harness;
+mod hostile;
 mod ingest;
 mod receiver;
 mod source;
