@@ -103,6 +103,15 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(options.acquire_timeout)
+        // Some errors (SQLITE_FULL, SQLITE_IOERR) make SQLite roll back on its own; sqlx's queued
+        // rollback then fails and the connection still believes it is in a transaction, so every
+        // later write would fail. Such a connection is closed and replaced instead of reused.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::ping(conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(conn))
+            })
+        })
         .connect_with(
             base.clone()
                 .create_if_missing(true)
