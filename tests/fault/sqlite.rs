@@ -1,21 +1,21 @@
 //! SQLite faults: another process holding the write lock past the busy timeout, and a disk that
 //! fills up. Messages are nak'ed (never lost, never terminated) and committed once it clears.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::future::BoxFuture;
-use jetpost::event::TopicRules;
-use jetpost::ingest::{Ingest, IngestOptions};
-use jetpost::source::nats::topology::{self, Declaration};
-use jetpost::source::nats::{AccountSpec, NatsSource, NatsSourceConfig, Origin, TenantRule};
+use jetpost::ingest::Ingest;
+use jetpost::source::nats::NatsSource;
 use jetpost::source::{IngestSink, Outcome, SourceMessage};
-use jetpost::store::{Credentials, NewDestination, Store, StoreOptions};
+use jetpost::store::{Store, StoreOptions};
 use sqlx::Connection as _;
 
-use crate::support::nats::{LocalNatsServer, connect_as, operator_server, wait_until};
+use crate::support::nats::{LocalNatsServer, operator_server, wait_until};
+use crate::support::pipeline::{
+    NOWHERE, account, ingest, provision, source_config, stream_messages, webhook,
+};
 
 /// The real ingest, with every outcome recorded.
 struct Recorded {
@@ -48,60 +48,16 @@ async fn pipeline(
     server: &LocalNatsServer,
     store: &Store,
 ) -> (Arc<Recorded>, NatsSource, jetstream::Context) {
-    store.upsert_tenant("acme", None).await.unwrap();
-    store
-        .create_destination(&NewDestination {
-            tenant_id: "acme".into(),
-            id: "all".into(),
-            kind: "webhook".into(),
-            topics: vec!["*".into()],
-            filter: None,
-            config: BTreeMap::from([("url".into(), "http://127.0.0.1:9/".into())]),
-            credentials: Credentials::default(),
-            delivery_metadata: None,
-            metadata: None,
-        })
-        .await
-        .unwrap();
-    let js = jetstream::new(connect_as(server, "acme").await);
-    let declaration = Declaration {
-        stream: "EVENTS".into(),
-        subjects: vec!["events.>".into()],
-        consumer: "jetpost".into(),
-        max_deliver: None,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 4096,
-    };
-    topology::declare(&js, &declaration).await.unwrap();
-    let options = IngestOptions {
-        topics: TopicRules::default(),
-        committers: 1,
-        max_batch: 64,
-    };
+    webhook(store, "acme", "all", &["*"], NOWHERE).await;
+    let js = provision(server, "acme").await;
     let sink = Arc::new(Recorded {
-        ingest: Ingest::new(store.clone(), options),
+        ingest: ingest(store, 1),
         outcomes: Mutex::new(Vec::new()),
     });
-    let spec = AccountSpec {
-        name: "acme".into(),
-        origin: Origin::Static,
-        tenant: TenantRule::Account("acme".into()),
-        stream: "EVENTS".into(),
-        consumer: "jetpost".into(),
-        credentials_file: Some(server.creds_path("acme").unwrap()),
-        defined_at: "test".into(),
-        fingerprint: [0; 32],
-    }
-    .fingerprinted(None);
-    let config = NatsSourceConfig {
-        servers: vec![server.url()],
-        accounts: vec![spec],
-        accounts_dir: None,
-        max_in_flight: 16,
-        drain_timeout: Duration::from_secs(5),
-        resync_interval: Duration::from_secs(1),
-    };
-    let source = NatsSource::start(config, sink.clone());
+    let source = NatsSource::start(
+        source_config(server, vec![account(server, "acme", "acme")]),
+        sink.clone(),
+    );
     (sink, source, js)
 }
 
@@ -160,15 +116,7 @@ async fn a_locked_database_naks_and_commits_once_the_lock_is_gone() {
     })
     .await;
     wait_until("every message acked", || async {
-        js.get_stream("EVENTS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == 0
+        stream_messages(&js).await == 0
     })
     .await;
     source.stop().await;

@@ -2,82 +2,28 @@
 //! each gets its documented outcome — terminated and counted, or stored under the account's
 //! tenant — and none crashes, hangs or loops.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream;
-use jetpost::event::TopicRules;
-use jetpost::ingest::{Ingest, IngestOptions};
-use jetpost::source::nats::topology::{self, Declaration};
-use jetpost::source::nats::{AccountSpec, NatsSource, NatsSourceConfig, Origin, TenantRule};
-use jetpost::store::{Credentials, NewDestination};
+use jetpost::source::nats::NatsSource;
 
 use crate::support::db::TestDb;
-use crate::support::nats::{connect_as, operator_server, wait_until};
+use crate::support::nats::{operator_server, wait_until};
+use crate::support::pipeline::{
+    NOWHERE, account, ingest, provision, source_config, stream_messages, webhook,
+};
 
 #[tokio::test]
 async fn hostile_payloads_get_their_documented_outcome() {
     let db = TestDb::sqlite().await;
     let store = db.store(None).await;
     for tenant in ["acme", "victim"] {
-        store.upsert_tenant(tenant, None).await.unwrap();
-        store
-            .create_destination(&NewDestination {
-                tenant_id: tenant.into(),
-                id: "all".into(),
-                kind: "webhook".into(),
-                topics: vec!["*".into()],
-                filter: None,
-                config: BTreeMap::from([("url".into(), "http://127.0.0.1:9/".into())]),
-                credentials: Credentials::default(),
-                delivery_metadata: None,
-                metadata: None,
-            })
-            .await
-            .unwrap();
+        webhook(&store, tenant, "all", &["*"], NOWHERE).await;
     }
     let server = operator_server(&["acme"]).await;
-    let js = jetstream::new(connect_as(&server, "acme").await);
-    let declaration = Declaration {
-        stream: "EVENTS".into(),
-        subjects: vec!["events.>".into()],
-        consumer: "jetpost".into(),
-        max_deliver: None,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 4096,
-    };
-    topology::declare(&js, &declaration).await.unwrap();
-    let ingest = Arc::new(Ingest::new(
-        store.clone(),
-        IngestOptions {
-            topics: TopicRules::default(),
-            committers: 1,
-            max_batch: 64,
-        },
-    ));
-    let spec = AccountSpec {
-        name: "acme".into(),
-        origin: Origin::Static,
-        tenant: TenantRule::Account("acme".into()),
-        stream: "EVENTS".into(),
-        consumer: "jetpost".into(),
-        credentials_file: Some(server.creds_path("acme").unwrap()),
-        defined_at: "test".into(),
-        fingerprint: [0; 32],
-    }
-    .fingerprinted(None);
-    let source = NatsSource::start(
-        NatsSourceConfig {
-            servers: vec![server.url()],
-            accounts: vec![spec],
-            accounts_dir: None,
-            max_in_flight: 16,
-            drain_timeout: Duration::from_secs(5),
-            resync_interval: Duration::from_secs(1),
-        },
-        ingest,
-    );
+    let js = provision(&server, "acme").await;
+    let mut config = source_config(&server, vec![account(&server, "acme", "acme")]);
+    config.max_in_flight = 16;
+    let source = NatsSource::start(config, Arc::new(ingest(&store, 1)));
 
     let deep = format!(
         r#"{{"id":"deep","data":{}1{}}}"#,
@@ -137,15 +83,7 @@ async fn hostile_payloads_get_their_documented_outcome() {
     }
 
     wait_until("every hostile message settled", || async {
-        js.get_stream("EVENTS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == 0
+        stream_messages(&js).await == 0
     })
     .await;
     let status = source.status().get("acme").unwrap();
