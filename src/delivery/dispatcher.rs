@@ -4,7 +4,7 @@
 //! and raises alerts and operator events. Replicas share one store; leases keep them apart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -143,6 +143,8 @@ pub struct DispatcherStatus {
     pub in_flight: usize,
     /// Whether the last claim reached the store (false while the store is unavailable).
     pub claiming: bool,
+    /// Attempts this dispatcher recorded since it started.
+    pub attempts_recorded: u64,
     /// The last store error, and when it happened.
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -159,6 +161,7 @@ impl DispatcherHealth {
             running: self.0.running.load(Ordering::Relaxed),
             in_flight: self.0.in_flight.load(Ordering::Relaxed),
             claiming: self.0.claiming.load(Ordering::Relaxed),
+            attempts_recorded: self.0.attempts_recorded.load(Ordering::Relaxed),
             last_error: last.as_ref().map(|(_, e)| e.clone()),
             last_error_at: last.as_ref().map(|(at, _)| *at),
         }
@@ -170,6 +173,7 @@ struct Health {
     running: AtomicBool,
     in_flight: AtomicUsize,
     claiming: AtomicBool,
+    attempts_recorded: AtomicU64,
     last_error: std::sync::Mutex<Option<(DateTime<Utc>, String)>>,
 }
 
@@ -511,6 +515,10 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery, slot: OwnedSemaphore
         }
     };
 
+    shared
+        .health
+        .attempts_recorded
+        .fetch_add(1, Ordering::Relaxed);
     let result_label = match verdict {
         Verdict::Delivered => "success",
         Verdict::RetryIn(_) => "retry_scheduled",

@@ -408,10 +408,13 @@ mod tests {
     use super::*;
 
     fn config(topics: &[&str]) -> OperatorEventsConfig {
-        let mut config = OperatorEventsConfig::default();
-        config.topics = topics.iter().map(|t| t.to_string()).collect();
-        config.http.url = Some("http://127.0.0.1:9/".into());
-        config
+        OperatorEventsConfig {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            http: crate::config::OperatorEventsHttpConfig {
+                url: Some("http://127.0.0.1:9/".into()),
+                ..Default::default()
+            },
+        }
     }
 
     #[tokio::test]
