@@ -25,10 +25,10 @@ pub use self::changes::{RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
-    Attempt, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest, ClaimedDelivery, Credentials, Delivery,
-    DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter, Event, EventFilter,
-    InsertOutcome, Lease, Metadata, NewAttempt, NewDestination, NewEvent, Tenant, TenantFilter,
-    TimeRange, Upserted,
+    Attempt, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest, ClaimedDelivery,
+    Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter, Event,
+    EventFilter, InsertOutcome, Lease, Metadata, NewAttempt, NewDestination, NewEvent, Tenant,
+    TenantFilter, TimeRange, Upserted,
 };
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
@@ -334,7 +334,10 @@ impl Store {
         attempt: &NewAttempt,
         outcome: DeliveryOutcome,
     ) -> Result<bool> {
-        Ok(self.record_attempt(lease, attempt, outcome).await?.is_some())
+        Ok(self
+            .record_attempt(lease, attempt, outcome)
+            .await?
+            .is_some())
     }
 
     /// `complete_attempt` that also says what it wrote: the attempt's number and the

@@ -16,8 +16,8 @@ use super::timestamp::Timestamp;
 use super::{Dialect, SqlStore};
 use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
 use crate::store::model::{
-    AttemptRecorded, AttemptStatus, ClaimRequest, Delivery, DeliveryOutcome, DeliveryStatus,
-    Event, Lease, NewAttempt,
+    AttemptRecorded, AttemptStatus, ClaimRequest, Delivery, DeliveryOutcome, DeliveryStatus, Event,
+    Lease, NewAttempt,
 };
 
 /// A claimed delivery as read from the database; the facade opens the credentials.
