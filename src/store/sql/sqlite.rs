@@ -76,11 +76,18 @@ impl Dialect for Sqlite {
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
 
-    const MIGRATIONS: &'static [EmbeddedMigration] = &[EmbeddedMigration {
-        version: 1,
-        description: "initial",
-        sql: include_str!("../../../migrations/sqlite/0001_initial.sql"),
-    }];
+    const MIGRATIONS: &'static [EmbeddedMigration] = &[
+        EmbeddedMigration {
+            version: 1,
+            description: "initial",
+            sql: include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "destination failures",
+            sql: include_str!("../../../migrations/sqlite/0002_destination_failures.sql"),
+        },
+    ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
