@@ -5,4 +5,5 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+mod process;
 mod sqlite;

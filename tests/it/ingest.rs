@@ -16,6 +16,7 @@ use crate::support::nats::{LocalNatsServer, operator_server, wait_until};
 use crate::support::pipeline::{
     NOWHERE, account, provision, publish, source_config, stream_messages,
 };
+use crate::support::serve::Serve;
 
 async fn webhook(store: &Store, tenant: &str, id: &str, topics: &[&str]) {
     crate::support::pipeline::webhook(store, tenant, id, topics, NOWHERE).await;
@@ -293,21 +294,16 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
         )
         .unwrap();
     }
-    let serve = || {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetpost"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("API_KEY", "test")
-            .env("API_PORT", "0")
-            .env("DATABASE_URL", db.url())
-            .env("PUBLISH_NATS_SERVERS", server.url())
-            .env("PUBLISH_NATS_ACCOUNTS_DIR", accounts_dir.path())
-            .env("LOG_LEVEL", "warn")
-            .kill_on_drop(true);
-        command.spawn().unwrap()
-    };
-    let mut child = serve();
+    let env = [
+        ("API_KEY", "test"),
+        ("DATABASE_URL", db.url()),
+        ("PUBLISH_NATS_SERVERS", &server.url()),
+        (
+            "PUBLISH_NATS_ACCOUNTS_DIR",
+            accounts_dir.path().to_str().unwrap(),
+        ),
+    ];
+    let mut child = Serve::start(&env).await;
     // Events without `id`: a redelivery after the crash must map to the same derived id.
     let publishing = {
         let publishers = publishers.clone();
@@ -340,8 +336,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
         total().await >= PER_ACCOUNT
     })
     .await;
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
+    let status = child.kill().await;
     assert!(!status.success(), "killed with SIGKILL");
     let committed_before_restart = total().await;
     assert!(
@@ -350,7 +345,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
     );
 
     publishing.await.unwrap();
-    let mut child = serve();
+    let mut child = Serve::start(&env).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while total().await < PER_ACCOUNT * 3 {
         assert!(
@@ -372,6 +367,5 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
         })
         .await;
     }
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+    child.kill().await;
 }

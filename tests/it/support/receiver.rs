@@ -72,7 +72,13 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver that answers 200 until told otherwise.
     pub async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Receiver::start_on(0).await
+    }
+
+    /// Starts a receiver on `port` of 127.0.0.1 (0 = any free port), e.g. to bring an endpoint
+    /// back on the port it was down on.
+    pub async fn start_on(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
