@@ -1,5 +1,6 @@
 //! jetpost's integration tests: one binary, a module per area, shared helpers in `support`.
 
+mod aggregates;
 mod store;
 mod support;
 
