@@ -3,7 +3,6 @@
 //! enabled (400 otherwise) and still match the event's topic and filter (400 otherwise).
 //! 409 while an attempt for that pair is in flight. Wakes the dispatcher.
 
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -132,7 +132,7 @@ async fn event_metrics_bucket_group_and_scope() {
 
     for query in [
         "measures=count".to_owned(),
-        format!("{RANGE}"),
+        RANGE.to_owned(),
         format!("{RANGE}&measures=volume"),
         format!("{RANGE}&measures=count&dimensions=status"),
         format!("{RANGE}&measures=count&granularity=61m"),
@@ -151,10 +151,8 @@ async fn attempt_metrics_answer_in_outposts_shape() {
     let svc = seeded().await;
     let (status, json) = svc
         .get(
-            &format!(
-                "/api/v1/metrics/attempts?time[start]=2020-01-01T00:00:00Z&time[end]=2030-01-01T00:00:00Z\
-                 &measures=count&measures=error_rate&measures=avg_attempt_number&dimensions=status"
-            ),
+            "/api/v1/metrics/attempts?time[start]=2020-01-01T00:00:00Z&time[end]=2030-01-01T00:00:00Z\
+             &measures=count&measures=error_rate&measures=avg_attempt_number&dimensions=status",
             &Auth::Admin,
         )
         .await;
