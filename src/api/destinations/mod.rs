@@ -296,16 +296,19 @@ pub async fn update(
     };
     let store = &ctx.state.store;
     let mut updated = store.update_destination(&new).await?;
+    ctx.routing_changed(&tenant.id);
     match patch.disabled_at {
         Patch::Absent => {}
         Patch::Null => {
             if updated.disabled_at.is_some() {
                 updated = store.enable_destination(&tenant.id, &updated.id).await?;
+                ctx.routing_changed(&tenant.id);
             }
         }
         Patch::Value(at) => {
             if updated.disabled_at.is_none() {
                 store.disable_destination(&tenant.id, &updated.id).await?;
+                ctx.routing_changed(&tenant.id);
             }
             updated = store
                 .set_destination_times(
@@ -319,7 +322,6 @@ pub async fn update(
                 .await?;
         }
     }
-    ctx.routing_changed(&tenant.id);
     Ok(view(updated))
 }
 

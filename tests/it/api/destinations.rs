@@ -450,3 +450,65 @@ async fn secrets_are_set_by_the_admin_and_rotated_by_anyone() {
     .await;
     assert_eq!(p["credentials"], json!({"secret": "whsec_new"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_follows_every_write_at_once() {
+    let (svc, _) = with_destination(json!({
+        "id": "d1", "type": "webhook", "topics": ["a"], "config": {"url": "https://e.com"},
+    }))
+    .await;
+    let mut n = 0;
+    let mut routed = |topic: &'static str| {
+        n += 1;
+        let svc = &svc;
+        let id = format!("e{n}");
+        async move {
+            let accepted = svc
+                .publish(json!({"id": id, "tenant_id": "t1", "topic": topic, "data": {}}))
+                .await;
+            accepted["destination_ids"].clone()
+        }
+    };
+    assert_eq!(routed("a").await, json!(["d1"]));
+    patch(&svc, json!({"type": "webhook", "topics": ["b"]})).await;
+    assert_eq!(routed("a").await, json!([]));
+    assert_eq!(routed("b").await, json!(["d1"]));
+    patch(
+        &svc,
+        json!({"type": "webhook", "filter": {"data": {"x": 1}}}),
+    )
+    .await;
+    assert_eq!(routed("b").await, json!([]));
+    patch(&svc, json!({"type": "webhook", "filter": null})).await;
+    svc.admin(
+        Method::PUT,
+        &format!("{D}/d1/disable"),
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(routed("b").await, json!([]));
+    svc.admin(Method::PUT, &format!("{D}/d1/enable"), None, StatusCode::OK)
+        .await;
+    assert_eq!(routed("b").await, json!(["d1"]));
+    patch(
+        &svc,
+        json!({"type": "webhook", "disabled_at": "2024-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(routed("b").await, json!([]));
+    patch(&svc, json!({"type": "webhook", "disabled_at": null})).await;
+    assert_eq!(routed("b").await, json!(["d1"]));
+    svc.admin(Method::DELETE, &format!("{D}/d1"), None, StatusCode::OK)
+        .await;
+    assert_eq!(routed("b").await, json!([]));
+    svc.webhook(
+        "t1",
+        json!({"id": "d2", "type": "webhook", "topics": "*", "config": {"url": "https://e.com"}}),
+    )
+    .await;
+    assert_eq!(routed("b").await, json!(["d2"]));
+    svc.admin(Method::DELETE, "/api/v1/tenants/t1", None, StatusCode::OK)
+        .await;
+    assert_eq!(routed("b").await, json!([]));
+}
