@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod flow;
 mod metrics;
+mod nats;
 mod tenants;
 
 use std::time::Duration;
