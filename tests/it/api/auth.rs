@@ -315,6 +315,7 @@ async fn bad_credentials_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
