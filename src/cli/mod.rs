@@ -1,6 +1,7 @@
 //! The `jetpost` command line: argument definitions and dispatch to the library.
 //! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
 
+mod dev;
 mod filter_check;
 mod nats;
 
@@ -248,7 +249,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let config = load_config(&args)?;
             block_on(migrate(config))
         }
-        Command::Dev => not_implemented("dev"),
+        Command::Dev => block_on(async {
+            dev::run()
+                .await
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Failure::Runtime)
+        }),
     }
 }
 
@@ -397,10 +403,4 @@ async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("signal received: shutting down");
     shutdown.cancel();
-}
-
-fn not_implemented(command: &str) -> Result<ExitCode, Failure> {
-    Err(Failure::Usage(format!(
-        "`jetpost {command}` is not implemented yet"
-    )))
 }

@@ -31,10 +31,10 @@ pub use self::changes::{RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
-    Attempt, AttemptFilter, AttemptStatus, ClaimRequest, ClaimedDelivery, Credentials, Delivery,
-    DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter, DestinationTimes, Event,
-    EventFilter, InsertOutcome, Lease, Metadata, NewAttempt, NewDestination, NewEvent, Tenant,
-    TenantFilter, TimeRange, Upserted,
+    Attempt, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest, ClaimedDelivery,
+    Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter,
+    DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata, NewAttempt,
+    NewDestination, NewEvent, Tenant, TenantFilter, TimeRange, Upserted,
 };
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
@@ -271,7 +271,8 @@ impl Store {
         self.open(stored)
     }
 
-    /// Clears `disabled_at`. Deliveries cancelled by the disable stay cancelled.
+    /// Clears `disabled_at` and the consecutive-failure count (alerts start over). Deliveries
+    /// cancelled by the disable stay cancelled.
     pub async fn enable_destination(&self, tenant_id: &str, id: &str) -> Result<Destination> {
         let stored = on_db!(self, db => db.enable_destination(tenant_id, id).await)?;
         self.open(stored)
@@ -351,6 +352,21 @@ impl Store {
         attempt: &NewAttempt,
         outcome: DeliveryOutcome,
     ) -> Result<bool> {
+        Ok(self
+            .record_attempt(lease, attempt, outcome)
+            .await?
+            .is_some())
+    }
+
+    /// `complete_attempt` that also says what it wrote: the attempt's number and the
+    /// destination's consecutive failed attempts (reset to 0 by a success, counted in the
+    /// same transaction). `Ok(None)`: the lease was lost and nothing was written.
+    pub async fn record_attempt(
+        &self,
+        lease: &Lease,
+        attempt: &NewAttempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<Option<AttemptRecorded>> {
         on_db!(self, db => db.complete_attempt(lease, attempt, outcome).await)
     }
 

@@ -299,6 +299,16 @@ pub enum DeliveryOutcome {
     Cancelled,
 }
 
+/// What `record_attempt` wrote, for the dispatcher's logs and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRecorded {
+    /// The attempt's number within its delivery (1 = first).
+    pub attempt_number: u32,
+    /// The destination's failed attempts in a row, this one included; 0 after a success.
+    /// Counted in the attempt's transaction, so every value is seen by exactly one attempt.
+    pub consecutive_failures: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     pub id: String,

@@ -2,10 +2,14 @@
 
 mod aggregates;
 mod api;
+mod delivery;
 mod store;
 mod support;
 
+mod cli;
 mod harness;
+mod hostile;
+mod ingest;
 mod receiver;
 mod source;
 mod webhook;

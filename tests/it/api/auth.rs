@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::{Auth, JWT_SECRET, Service, assert_error};
+use super::{Auth, JWT_SECRET, NOWHERE, Service, assert_error};
 
 const METRICS_QUERY: &str =
     "time[start]=2020-01-01T00:00:00Z&time[end]=2030-01-01T00:00:00Z&measures=count";
@@ -21,7 +21,7 @@ async fn routes_answer_each_caller_as_outpost_does() {
         svc.webhook(
             tenant,
             json!({"id": format!("d-{tenant}"), "type": "webhook", "topics": "*",
-                   "config": {"url": "https://example.com/hook"}}),
+                   "config": {"url": NOWHERE}}),
         )
         .await;
     }
@@ -218,14 +218,14 @@ async fn a_tenant_sees_and_changes_only_itself() {
         (Method::POST, "/api/v1/tenants/t2/destinations"),
         (Method::GET, "/api/v1/tenants/t2/destinations/x"),
     ] {
-        let body = json!({"type": "webhook", "topics": "*", "config": {"url": "https://e.com"}});
+        let body = json!({"type": "webhook", "topics": "*", "config": {"url": NOWHERE}});
         let (status, json) = svc.call(method, path, &own, Some(&body)).await;
         assert_error(status, &json, StatusCode::FORBIDDEN);
     }
     // Publishing with another tenant in the body lands in the token's tenant.
     svc.webhook(
         "t1",
-        json!({"id": "d1", "type": "webhook", "topics": "*", "config": {"url": "https://e.com"}}),
+        json!({"id": "d1", "type": "webhook", "topics": "*", "config": {"url": NOWHERE}}),
     )
     .await;
     let (status, accepted) = svc

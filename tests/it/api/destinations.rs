@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Auth, Service, assert_error, messages};
+use super::{Auth, NOWHERE, Service, assert_error, messages};
 use crate::support::db::TestDb;
 
 crate::on_both_backends!(destination_crud);
@@ -318,7 +318,7 @@ async fn imports_and_disabled_creates_keep_the_given_times() {
         .webhook(
             "t1",
             json!({"id": "d1", "type": "webhook", "topics": "*",
-                   "config": {"url": "https://e.com"},
+                   "config": {"url": NOWHERE},
                    "created_at": "2024-02-15T10:00:00Z",
                    "disabled_at": "2024-03-01T12:00:00Z"}),
         )
@@ -334,7 +334,7 @@ async fn imports_and_disabled_creates_keep_the_given_times() {
             D,
             &token,
             Some(
-                &json!({"type": "webhook", "topics": "*", "config": {"url": "https://e.com"},
+                &json!({"type": "webhook", "topics": "*", "config": {"url": NOWHERE},
                          "created_at": "2024-02-15T10:00:00Z"}),
             ),
         )
@@ -353,7 +353,7 @@ async fn lists_filter_by_type_and_topics() {
     ] {
         svc.webhook(
             "t1",
-            json!({"id": id, "type": "webhook", "topics": topics, "config": {"url": "https://e.com"}}),
+            json!({"id": id, "type": "webhook", "topics": topics, "config": {"url": NOWHERE}}),
         )
         .await;
     }
@@ -390,7 +390,7 @@ async fn lists_filter_by_type_and_topics() {
 async fn secrets_are_set_by_the_admin_and_rotated_by_anyone() {
     let (svc, created) = with_destination(json!({
         "id": "d1", "type": "webhook", "topics": "*",
-        "config": {"url": "https://example.com/hook"},
+        "config": {"url": NOWHERE},
         "credentials": {"secret": "whsec_admin_chosen"},
     }))
     .await;
@@ -407,7 +407,7 @@ async fn secrets_are_set_by_the_admin_and_rotated_by_anyone() {
             D,
             &token,
             Some(
-                &json!({"type": "webhook", "topics": "*", "config": {"url": "https://e.com"},
+                &json!({"type": "webhook", "topics": "*", "config": {"url": NOWHERE},
                          "credentials": {"secret": "whsec_mine"}}),
             ),
         )
@@ -454,7 +454,7 @@ async fn secrets_are_set_by_the_admin_and_rotated_by_anyone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_follows_every_write_at_once() {
     let (svc, _) = with_destination(json!({
-        "id": "d1", "type": "webhook", "topics": ["a"], "config": {"url": "https://e.com"},
+        "id": "d1", "type": "webhook", "topics": ["a"], "config": {"url": NOWHERE},
     }))
     .await;
     let mut n = 0;
@@ -504,7 +504,7 @@ async fn routing_follows_every_write_at_once() {
     assert_eq!(routed("b").await, json!([]));
     svc.webhook(
         "t1",
-        json!({"id": "d2", "type": "webhook", "topics": "*", "config": {"url": "https://e.com"}}),
+        json!({"id": "d2", "type": "webhook", "topics": "*", "config": {"url": NOWHERE}}),
     )
     .await;
     assert_eq!(routed("b").await, json!(["d2"]));

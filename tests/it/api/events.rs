@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Auth, Service, assert_error, messages};
+use super::{Auth, NOWHERE, Service, assert_error, messages};
 use crate::support::db::TestDb;
 
 crate::on_both_backends!(publish_and_read_back);
@@ -15,14 +15,14 @@ async fn setup(svc: &Service) {
     svc.webhook(
         "t1",
         json!({"id": "d1", "type": "webhook", "topics": ["order.paid", "order.shipped"],
-               "config": {"url": "https://example.com/hook"}}),
+               "config": {"url": NOWHERE}}),
     )
     .await;
     svc.webhook(
         "t1",
         json!({"id": "d2", "type": "webhook", "topics": ["order.paid"],
                "filter": {"data": {"amount": {"$gte": 100}}},
-               "config": {"url": "https://example.com/hook"}}),
+               "config": {"url": NOWHERE}}),
     )
     .await;
 }

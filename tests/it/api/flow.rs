@@ -1,67 +1,36 @@
 //! A tenant's whole journey through the API: a webhook destination pointing at a real
-//! `Receiver`, a published event stored with its delivery, the attempt log with `include`, and
-//! manual retries with Outpost's refusals. Until the dispatcher runs inside `app::run`, the
-//! attempt is recorded through a second store handle, as a dispatcher would.
+//! `Receiver`, a published event delivered by the dispatcher running inside `app::run`, the
+//! attempt log with `include`, and manual retries with Outpost's refusals.
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use jetpost::store::{AttemptStatus, ClaimRequest, DeliveryOutcome, NewAttempt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{Auth, Service, assert_error};
 use crate::support::receiver::Receiver;
 
-/// Waits for an attempt of `event_id` to show in the API; records one (success, 200) when
-/// nothing delivers the event by itself.
-async fn ensure_attempt(svc: &Service, event_id: &str) -> Value {
-    let store = svc.store().await;
+/// Waits until `/attempts?<query>` lists `count` attempts (newest first); returns them.
+async fn wait_for_attempts(svc: &Service, query: &str, count: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut waited = 0;
     loop {
         let list = svc
             .admin(
                 Method::GET,
-                &format!("/api/v1/attempts?event_id={event_id}"),
+                &format!("/api/v1/attempts?{query}"),
                 None,
                 StatusCode::OK,
             )
             .await;
-        if let Some(first) = list["models"].as_array().and_then(|m| m.first()) {
-            return first.clone();
-        }
-        waited += 1;
-        if waited > 20 {
-            let claimed = store
-                .claim_due(&ClaimRequest {
-                    owner: "api-test",
-                    now: Utc::now() + TimeDelta::seconds(1),
-                    limit: 10,
-                    per_destination: 10,
-                    lease: Duration::from_secs(30),
-                })
-                .await
-                .unwrap();
-            for c in claimed {
-                let attempt = NewAttempt {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    status: AttemptStatus::Success,
-                    code: "200".into(),
-                    response_data: Some(json!({"status_code": 200, "body": "ok", "headers": {}})),
-                    time: Utc::now(),
-                };
-                store
-                    .complete_attempt(&c.lease, &attempt, DeliveryOutcome::Success)
-                    .await
-                    .unwrap();
-            }
+        let models = list["models"].as_array().cloned().unwrap_or_default();
+        if models.len() >= count {
+            return models;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no attempt for {event_id}"
+            "{count} attempt(s) for {query} not within 60 s: {list}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -107,7 +76,18 @@ async fn publish_deliver_inspect_and_retry() {
     assert_eq!(events["models"][0]["id"], "e1");
     assert_eq!(events["models"][0]["data"], json!({"order": 42}));
 
-    let attempt = ensure_attempt(&svc, "e1").await;
+    // Delivered to the receiver, byte for byte, in Outpost's format.
+    let requests = receiver.wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(requests[0].path, "/hook");
+    assert_eq!(&requests[0].body[..], br#"{"order":42}"#);
+    assert_eq!(requests[0].header("x-outpost-event-id"), Some("e1"));
+    assert_eq!(requests[0].header("x-outpost-topic"), Some("order.paid"));
+    let signature = requests[0].header("x-outpost-signature").unwrap();
+    assert!(signature.starts_with("v0="), "{signature}");
+
+    let attempt = wait_for_attempts(&svc, "event_id=e1", 1).await[0].clone();
+    assert_eq!(attempt["status"], "success");
+    assert_eq!(attempt["code"], "200");
     let attempt_id = attempt["id"].as_str().unwrap().to_owned();
     assert_eq!(attempt["event_id"], "e1");
     assert_eq!(attempt["destination_id"], "d1");
@@ -177,6 +157,12 @@ async fn publish_deliver_inspect_and_retry() {
     assert_eq!(retried, json!({"success": true}));
     let delivery = &store.list_deliveries("t1", "e1").await.unwrap()[0];
     assert!(delivery.manual, "{delivery:?}");
+    receiver.wait_for(2, Duration::from_secs(60)).await;
+    let attempts = wait_for_attempts(&svc, "event_id=e1", 2).await;
+    let retried = &attempts[0];
+    assert_eq!(retried["manual"], true, "{retried}");
+    assert_eq!(retried["attempt_number"], 2);
+    assert_eq!(retried["status"], "success");
 
     // Refusals as Outpost words them.
     let (status, json) = svc

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Auth, Service, assert_error};
+use super::{Auth, NOWHERE, Service, assert_error};
 
 const RANGE: &str = "time[start]=2026-01-01T00:00:00Z&time[end]=2026-01-01T03:00:00Z";
 
@@ -16,7 +16,7 @@ async fn seeded() -> Service {
         svc.tenant(tenant).await;
         svc.webhook(
             tenant,
-            json!({"id": "d1", "type": "webhook", "topics": "*", "config": {"url": "https://e.com"}}),
+            json!({"id": "d1", "type": "webhook", "topics": "*", "config": {"url": NOWHERE}}),
         )
         .await;
     }

@@ -27,6 +27,9 @@ use crate::support::db::TestDb;
 pub const API_KEY: &str = "test-admin-key";
 pub const JWT_SECRET: &str = "test-jwt-secret";
 pub const AES: &str = "test-aes-secret";
+/// A webhook URL for tests that publish but don't look at deliveries: a closed loopback port,
+/// so the dispatcher's attempts fail fast without leaving the machine.
+pub const NOWHERE: &str = "http://127.0.0.1:1/hook";
 
 /// Runs each listed test against SQLite and Postgres: `<module>::sqlite::<case>` and
 /// `<module>::postgres::<case>`.

@@ -6,7 +6,7 @@ use jetpost::config::AccountConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::{Auth, Service};
+use super::{Auth, NOWHERE, Service};
 use crate::support::db::TestDb;
 use crate::support::nats::{declare_stream_and_consumer, plain_server, wait_until};
 
@@ -87,7 +87,7 @@ async fn accounts_are_reported_and_a_failed_one_keeps_the_service_healthy() {
     svc.tenant("t1").await;
     svc.webhook(
         "t1",
-        json!({"id": "d1", "type": "webhook", "topics": "*", "config": {"url": "https://e.com"}}),
+        json!({"id": "d1", "type": "webhook", "topics": "*", "config": {"url": NOWHERE}}),
     )
     .await;
     js.publish(

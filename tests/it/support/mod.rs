@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod db;
 pub mod nats;
+pub mod pipeline;
 pub mod receiver;
 pub mod sink;
 
