@@ -75,6 +75,15 @@ pub struct NewDestination {
     pub metadata: Option<Metadata>,
 }
 
+/// Timestamps to set on a destination (`set_destination_times`); `None` keeps the stored one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestinationTimes {
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Applies only to a destination that is disabled already.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
 /// Narrows `list_destinations`; empty lists match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationFilter {

@@ -1,5 +1,7 @@
 //! jetpost's integration tests: one binary, a module per area, shared helpers in `support`.
 
+mod aggregates;
+mod api;
 mod delivery;
 mod store;
 mod support;
