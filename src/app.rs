@@ -89,6 +89,7 @@ pub async fn run(
         accounts: source.as_ref().map(|s| s.status().clone()),
         metrics,
         deliveries_ready: ingest.deliveries_committed(),
+        dispatcher: dispatcher.health(),
     };
     info!(address = %listener.local_addr()?, "HTTP API listening");
     let server = axum::serve(listener, api::router(state))

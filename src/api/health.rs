@@ -56,7 +56,16 @@ pub async fn healthz(State(ctx): CtxState) -> (StatusCode, Json<Value>) {
         }
         workers["nats"] = json!({"status": "healthy", "accounts": counts});
     }
-    let code = if store_ok {
+    let dispatcher = ctx.state.dispatcher.snapshot();
+    // Not claiming means the store is unreachable from the dispatcher: reported there.
+    let dispatcher_ok = dispatcher.running;
+    workers["dispatcher"] = json!({
+        "status": status(dispatcher_ok && dispatcher.claiming),
+        "in_flight": dispatcher.in_flight,
+        "attempts_recorded": dispatcher.attempts_recorded,
+    });
+    let healthy = store_ok && dispatcher_ok;
+    let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -64,7 +73,7 @@ pub async fn healthz(State(ctx): CtxState) -> (StatusCode, Json<Value>) {
     (
         code,
         Json(json!({
-            "status": status(store_ok),
+            "status": status(healthy),
             "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
             "workers": workers,
         })),

@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::delivery::DispatcherHealth;
 use crate::event::TopicRules;
 use crate::ingest::Ingest;
 use crate::source::nats::StatusBoard;
@@ -49,6 +50,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Wakes the delivery dispatcher (e.g. after a manual retry).
     pub deliveries_ready: Arc<Notify>,
+    /// The delivery dispatcher's health, for `/healthz`.
+    pub dispatcher: DispatcherHealth,
 }
 
 /// `ApiState` plus what the router derives from the config once.

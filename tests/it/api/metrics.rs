@@ -181,6 +181,8 @@ async fn health_accounts_and_prometheus() {
         assert_eq!(health["workers"]["http-server"]["status"], "healthy");
         assert_eq!(health["workers"]["store"]["status"], "healthy");
         assert_eq!(health["workers"]["store"]["backend"], "sqlite");
+        assert_eq!(health["workers"]["dispatcher"]["status"], "healthy");
+        assert!(health["workers"]["dispatcher"]["in_flight"].is_number());
         assert!(
             health["workers"].get("nats").is_none(),
             "no NATS source here"
