@@ -11,5 +11,6 @@ mod harness;
 mod hostile;
 mod ingest;
 mod receiver;
+mod security;
 mod source;
 mod webhook;

@@ -1,14 +1,18 @@
 //! A `jetpost serve` child process: the real binary, configured through environment variables,
 //! stopped with SIGTERM or SIGKILL like an orchestrator would. Killed on drop.
 
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 pub struct Serve {
     child: Child,
     pub port: u16,
+    /// Everything the process wrote to stderr (its logs) so far.
+    logs: Arc<Mutex<String>>,
 }
 
 impl Serve {
@@ -23,11 +27,36 @@ impl Serve {
             .env("API_PORT", port.to_string())
             .env("LOG_LEVEL", "warn")
             .envs(env.iter().copied())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = command.spawn().expect("start jetpost serve");
-        let serve = Serve { child, port };
+        let mut child = command.spawn().expect("start jetpost serve");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let serve = Serve { child, port, logs };
         serve.wait_healthy().await;
         serve
+    }
+
+    /// The process's logs so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// `http://127.0.0.1:<port>` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     pub async fn wait_healthy(&self) {
@@ -44,7 +73,10 @@ impl Serve {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("jetpost serve did not become healthy at {url}");
+        panic!(
+            "jetpost serve did not become healthy at {url}; logs:\n{}",
+            self.logs()
+        );
     }
 
     /// SIGTERM, then waits for the exit (at most `within`).
