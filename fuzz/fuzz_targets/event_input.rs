@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(spliced) = splice_tenant(data, "fuzz-tenant") {
         let value: serde_json::Value =
             serde_json::from_slice(&spliced).expect("a spliced body is valid JSON");
-        assert_eq!(value["tenant_id"], "fuzz-tenant", "the spliced tenant is the only tenant");
+        assert_eq!(
+            value["tenant_id"], "fuzz-tenant",
+            "the spliced tenant is the only tenant"
+        );
         if let Ok(event) = Event::parse(&spliced) {
             assert_eq!(event.tenant_id, "fuzz-tenant");
         }
