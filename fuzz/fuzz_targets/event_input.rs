@@ -6,14 +6,21 @@
 use jetpost::event::{Event, Filter, splice_tenant};
 use libfuzzer_sys::fuzz_target;
 
+/// The top level of a spliced body; every other member is skipped by syntax only.
+#[derive(serde::Deserialize)]
+struct TopLevel {
+    tenant_id: String,
+}
+
 fuzz_target!(|data: &[u8]| {
     let _ = Event::parse(data);
 
     if let Ok(spliced) = splice_tenant(data, "fuzz-tenant") {
-        let value: serde_json::Value =
-            serde_json::from_slice(&spliced).expect("a spliced body is valid JSON");
+        // JSON's grammar, not serde_json::Value's range: a number like 1e999 is valid JSON
+        // that jetpost keeps byte for byte although no f64 can hold it.
+        let top: TopLevel = serde_json::from_slice(&spliced).expect("a spliced body is valid JSON");
         assert_eq!(
-            value["tenant_id"], "fuzz-tenant",
+            top.tenant_id, "fuzz-tenant",
             "the spliced tenant is the only tenant"
         );
         if let Ok(event) = Event::parse(&spliced) {

@@ -85,6 +85,18 @@ mod tests {
         );
     }
 
+    /// Found by the fuzzer: JSON allows numbers no f64 holds. They are kept as written, in the
+    /// splice and in the parsed event's `data` (filters then see such data as `{}`).
+    #[test]
+    fn keeps_numbers_beyond_f64_range() {
+        let raw = r#"{"x":222.43e22222,"data":{"n":-1e999}}"#;
+        let spliced = splice(raw, "t");
+        assert_eq!(spliced, r#"{"tenant_id":"t","x":222.43e22222,"data":{"n":-1e999}}"#);
+        let event = crate::event::Event::parse(spliced.as_bytes()).unwrap();
+        assert_eq!(event.data.get(), r#"{"n":-1e999}"#);
+        let _ = event.filter_input();
+    }
+
     #[test]
     fn replaces_existing_tenant_wherever_it_is() {
         assert_eq!(
