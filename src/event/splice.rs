@@ -91,7 +91,10 @@ mod tests {
     fn keeps_numbers_beyond_f64_range() {
         let raw = r#"{"x":222.43e22222,"data":{"n":-1e999}}"#;
         let spliced = splice(raw, "t");
-        assert_eq!(spliced, r#"{"tenant_id":"t","x":222.43e22222,"data":{"n":-1e999}}"#);
+        assert_eq!(
+            spliced,
+            r#"{"tenant_id":"t","x":222.43e22222,"data":{"n":-1e999}}"#
+        );
         let event = crate::event::Event::parse(spliced.as_bytes()).unwrap();
         assert_eq!(event.data.get(), r#"{"n":-1e999}"#);
         let _ = event.filter_input();
