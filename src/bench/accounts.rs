@@ -48,6 +48,7 @@ pub async fn scale(
     idle: usize,
     adds: usize,
     idle_window: Duration,
+    say: &(dyn Fn(String) + Sync),
 ) -> anyhow::Result<Scale> {
     let idle_names: Vec<String> = (0..idle).map(|i| format!("idle-{i:05}")).collect();
     let add_names: Vec<String> = (0..adds).map(|i| format!("add-{i:03}")).collect();
@@ -86,6 +87,7 @@ pub async fn scale(
     let rss_before = procstat::rss_bytes(None);
 
     // Idle accounts: written all at once, as a deployment would.
+    say(format!("accounts: writing {idle} account directories"));
     let connect_started = Instant::now();
     {
         let sources: Vec<(String, PathBuf)> = idle_names
@@ -114,12 +116,20 @@ pub async fn scale(
     };
 
     let server_pid = nats.pid().await;
+    say(format!(
+        "accounts: {idle} connected; idle window of {} s starts (pid {})",
+        idle_window.as_secs(),
+        std::process::id()
+    ));
     let ours = CpuWindow::start(None);
     let theirs = CpuWindow::start(server_pid);
     tokio::time::sleep(idle_window).await;
     let idle_cpu_percent = ours.percent();
     let server_idle_cpu_percent = theirs.percent();
     let server_rss = procstat::rss_bytes(server_pid);
+    say(format!(
+        "accounts: idle window over; adding {adds} accounts one at a time"
+    ));
 
     // Added accounts, one at a time.
     let mut samples = Vec::with_capacity(adds);

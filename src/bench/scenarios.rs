@@ -383,6 +383,7 @@ impl Run {
                 idle,
                 self.sizes.added_accounts,
                 self.sizes.idle_window,
+                &|line| self.say(line),
             )
             .await?;
             let n = crate::bench::report::number(idle as f64);

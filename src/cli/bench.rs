@@ -29,6 +29,10 @@ pub struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     postgres_url: String,
+    /// Idle account counts of the accounts scenario, comma separated (default: 1000,10000;
+    /// 200 with --quick).
+    #[arg(long, value_name = "N,…", value_delimiter = ',')]
+    accounts: Vec<usize>,
     /// Skip the store scenario's Postgres run (when no Postgres is at hand).
     #[arg(long)]
     no_postgres: bool,
@@ -56,12 +60,16 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         &std::env::var("JETPOST_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         crate::config::LogFormat::Text,
     );
+    let mut sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    if !args.accounts.is_empty() {
+        sizes.idle_accounts = args.accounts;
+    }
     let options = BenchOptions {
-        sizes: if args.quick {
-            Sizes::quick()
-        } else {
-            Sizes::full()
-        },
+        sizes,
         mode: if args.quick { "quick" } else { "full" }.into(),
         scenarios: args.scenarios,
         store: match args.store {

@@ -3,6 +3,7 @@
 mod store;
 mod support;
 
+mod bench;
 mod cli;
 mod harness;
 mod ingest;
