@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::delivery::{Dispatcher, DispatcherOptions, WebhookProvider};
 use crate::event::TopicRules;
 use crate::ingest::{Ingest, IngestOptions};
 use crate::source::IngestSink;
@@ -55,6 +56,21 @@ pub async fn run(
     let metrics = crate::telemetry::metrics().clone();
     tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
 
+    let provider = WebhookProvider::new(
+        &config.destinations.webhook,
+        config.delivery_timeout(),
+        env!("CARGO_PKG_VERSION"),
+    )?;
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        provider,
+        DispatcherOptions {
+            routing: Some(ingest.routing().clone()),
+            ..DispatcherOptions::from_config(&config)
+        },
+        ingest.deliveries_committed(),
+    )?;
+
     let source = match NatsSourceConfig::from_config(&config).map_err(anyhow::Error::msg)? {
         Some(nats) => {
             info!(servers = ?nats.servers, accounts = nats.accounts.len(), accounts_dir = ?nats.accounts_dir, "starting the NATS source");
@@ -73,6 +89,7 @@ pub async fn run(
         accounts: source.as_ref().map(|s| s.status().clone()),
         metrics,
         deliveries_ready: ingest.deliveries_committed(),
+        dispatcher: dispatcher.health(),
     };
     info!(address = %listener.local_addr()?, "HTTP API listening");
     let server = axum::serve(listener, api::router(state))
@@ -83,6 +100,8 @@ pub async fn run(
     if let Some(source) = source {
         source.stop().await;
     }
+    info!("shutting down: letting delivery attempts in flight finish");
+    dispatcher.stop().await;
     background.cancel();
     store.close().await;
     info!("stopped");

@@ -1,20 +1,43 @@
 //! The HTTP API: `/api/v1` (Outpost's contract plus our NATS account status), `/healthz` and
-//! `/metrics`. Handlers translate HTTP to calls on the store and ingest; business rules live there.
+//! `/metrics`. Handlers translate HTTP to calls on the store and ingest; business rules live
+//! there. One module per resource; `auth`, `body`, `query` and `error` are shared by all.
+//! See docs/api.md.
+
+mod attempts;
+mod auth;
+mod body;
+mod destination_types;
+mod destinations;
+mod error;
+mod events;
+mod health;
+mod metrics;
+mod nats;
+mod path;
+mod publish;
+mod query;
+mod retry;
+mod tenants;
+mod topics;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::delivery::DispatcherHealth;
+use crate::event::TopicRules;
 use crate::ingest::Ingest;
 use crate::source::nats::StatusBoard;
 use crate::store::Store;
+
+pub use self::auth::TenantTokens;
+pub use self::error::ApiError;
 
 /// Everything the handlers reach.
 #[derive(Clone)]
@@ -27,30 +50,101 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Wakes the delivery dispatcher (e.g. after a manual retry).
     pub deliveries_ready: Arc<Notify>,
+    /// The delivery dispatcher's health, for `/healthz`.
+    pub dispatcher: DispatcherHealth,
+}
+
+/// `ApiState` plus what the router derives from the config once.
+pub(crate) struct Ctx {
+    state: ApiState,
+    topics: TopicRules,
+    /// `None` without `api_jwt_secret`: no tenant tokens.
+    tokens: Option<TenantTokens>,
+}
+
+impl Ctx {
+    /// Drops the routing cache's entry for a tenant after a tenant or destination write, so
+    /// the next event sees the change.
+    fn routing_changed(&self, tenant_id: &str) {
+        self.state.ingest.routing().invalidate(tenant_id);
+    }
 }
 
 /// The whole HTTP surface.
 pub fn router(state: ApiState) -> Router {
+    let body_limit = state.config.max_request_body_bytes;
+    let ctx = Arc::new(Ctx {
+        topics: TopicRules::new(&state.config.topics, state.config.topics_allow_wildcards),
+        tokens: TenantTokens::new(state.config.api_jwt_secret.expose()),
+        state,
+    });
+    let destination = "/tenants/{tenant_id}/destinations/{destination_id}";
+    let v1 = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/destination-types", get(destination_types::list))
+        .route("/destination-types/{type}", get(destination_types::get))
+        .route("/topics", get(topics::list))
+        .route("/publish", post(publish::publish))
+        .route("/retry", post(retry::retry))
+        .route("/tenants", get(tenants::list))
+        .route(
+            "/tenants/{tenant_id}",
+            put(tenants::upsert)
+                .get(tenants::get)
+                .delete(tenants::delete),
+        )
+        .route("/tenants/{tenant_id}/token", get(tenants::token))
+        .route("/tenants/{tenant_id}/portal", get(tenants::portal))
+        .route(
+            "/tenants/{tenant_id}/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            destination,
+            get(destinations::get)
+                .patch(destinations::update)
+                .delete(destinations::delete),
+        )
+        .route(&format!("{destination}/enable"), put(destinations::enable))
+        .route(
+            &format!("{destination}/disable"),
+            put(destinations::disable),
+        )
+        .route(
+            &format!("{destination}/attempts"),
+            get(attempts::list_for_destination),
+        )
+        .route(
+            &format!("{destination}/attempts/{{attempt_id}}"),
+            get(attempts::get_for_destination),
+        )
+        .route("/events", get(events::list))
+        .route("/events/{event_id}", get(events::get))
+        .route("/attempts", get(attempts::list))
+        .route("/attempts/{attempt_id}", get(attempts::get))
+        .route("/metrics/events", get(metrics::events))
+        .route("/metrics/attempts", get(metrics::attempts))
+        .route("/nats/accounts", get(nats::accounts));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::prometheus))
+        .route("/portal", get(tenants::portal_placeholder))
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(ctx)
 }
 
-async fn healthz(State(state): State<ApiState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({"status": "healthy"})),
-        ),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unhealthy", "store": err.to_string()})),
-        ),
-    }
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found: no such route")
 }
 
-async fn metrics(State(state): State<ApiState>) -> String {
-    state.metrics.render()
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
+
+type CtxState = axum::extract::State<Arc<Ctx>>;

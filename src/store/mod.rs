@@ -2,6 +2,7 @@
 //! default: one file, one node) or Postgres (several replicas), behind one API. Destination
 //! credentials are encrypted and decrypted here; the SQL lives in `sql`. See docs/storage.md.
 
+mod aggregate;
 mod changes;
 mod crypto;
 mod error;
@@ -21,14 +22,19 @@ use self::page::PagePlan;
 use self::sql::rows::SealedDestination;
 use self::sql::{Dialect, SqlStore};
 
+pub use self::aggregate::{
+    AggregateQuery, Aggregates, AttemptAggregateFilter, AttemptAggregateQuery, AttemptDimension,
+    AttemptGroup, BucketUnit, EventAggregateFilter, EventAggregateQuery, EventDimension,
+    EventGroup, Granularity,
+};
 pub use self::changes::{RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
-    Attempt, AttemptFilter, AttemptStatus, ClaimRequest, ClaimedDelivery, Credentials, Delivery,
-    DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter, Event, EventFilter,
-    InsertOutcome, Lease, Metadata, NewAttempt, NewDestination, NewEvent, Tenant, TenantFilter,
-    TimeRange, Upserted,
+    Attempt, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest, ClaimedDelivery,
+    Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter,
+    DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata, NewAttempt,
+    NewDestination, NewEvent, Tenant, TenantFilter, TimeRange, Upserted,
 };
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
@@ -265,7 +271,8 @@ impl Store {
         self.open(stored)
     }
 
-    /// Clears `disabled_at`. Deliveries cancelled by the disable stay cancelled.
+    /// Clears `disabled_at` and the consecutive-failure count (alerts start over). Deliveries
+    /// cancelled by the disable stay cancelled.
     pub async fn enable_destination(&self, tenant_id: &str, id: &str) -> Result<Destination> {
         let stored = on_db!(self, db => db.enable_destination(tenant_id, id).await)?;
         self.open(stored)
@@ -275,6 +282,18 @@ impl Store {
     /// deliveries. `NotFound` if absent or already deleted.
     pub async fn delete_destination(&self, tenant_id: &str, id: &str) -> Result<()> {
         on_db!(self, db => db.delete_destination(tenant_id, id).await)
+    }
+
+    /// Sets the given timestamps (Outpost's import fields) and returns the destination.
+    /// `disabled_at` applies only to a destination disabled already. `NotFound` if absent.
+    pub async fn set_destination_times(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        times: &DestinationTimes,
+    ) -> Result<Destination> {
+        let stored = on_db!(self, db => db.set_destination_times(tenant_id, id, times).await)?;
+        self.open(stored)
     }
 
     // --- events ---
@@ -333,6 +352,21 @@ impl Store {
         attempt: &NewAttempt,
         outcome: DeliveryOutcome,
     ) -> Result<bool> {
+        Ok(self
+            .record_attempt(lease, attempt, outcome)
+            .await?
+            .is_some())
+    }
+
+    /// `complete_attempt` that also says what it wrote: the attempt's number and the
+    /// destination's consecutive failed attempts (reset to 0 by a success, counted in the
+    /// same transaction). `Ok(None)`: the lease was lost and nothing was written.
+    pub async fn record_attempt(
+        &self,
+        lease: &Lease,
+        attempt: &NewAttempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<Option<AttemptRecorded>> {
         on_db!(self, db => db.complete_attempt(lease, attempt, outcome).await)
     }
 
@@ -383,6 +417,26 @@ impl Store {
         on_db!(self, db => db.list_attempts(filter, &plan).await)
     }
 
+    // --- aggregates ---
+
+    /// Events per bucket and group, for `/metrics/events`.
+    pub async fn aggregate_events(
+        &self,
+        query: &EventAggregateQuery,
+    ) -> Result<Aggregates<EventGroup>> {
+        check_range(query.start, query.end)?;
+        on_db!(self, db => db.aggregate_events(query).await)
+    }
+
+    /// Attempts per bucket and group, for `/metrics/attempts`.
+    pub async fn aggregate_attempts(
+        &self,
+        query: &AttemptAggregateQuery,
+    ) -> Result<Aggregates<AttemptGroup>> {
+        check_range(query.start, query.end)?;
+        on_db!(self, db => db.aggregate_attempts(query).await)
+    }
+
     // --- credentials ---
 
     fn seal(&self, d: &NewDestination) -> Result<Option<String>> {
@@ -426,6 +480,16 @@ where
 {
     let applied = db.applied_migrations().await?;
     migrations::pending(DB::MIGRATIONS, applied.as_deref())
+}
+
+fn check_range(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
+    if start < end {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "invalid time range: start must be before end".to_string(),
+        ))
+    }
 }
 
 fn matches_filter(d: &Destination, filter: &DestinationFilter) -> bool {

@@ -75,6 +75,15 @@ pub struct NewDestination {
     pub metadata: Option<Metadata>,
 }
 
+/// Timestamps to set on a destination (`set_destination_times`); `None` keeps the stored one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestinationTimes {
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Applies only to a destination that is disabled already.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
 /// Narrows `list_destinations`; empty lists match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationFilter {
@@ -288,6 +297,16 @@ pub enum DeliveryOutcome {
     Failed,
     /// Stop without further attempts (e.g. the destination was disabled).
     Cancelled,
+}
+
+/// What `record_attempt` wrote, for the dispatcher's logs and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRecorded {
+    /// The attempt's number within its delivery (1 = first).
+    pub attempt_number: u32,
+    /// The destination's failed attempts in a row, this one included; 0 after a success.
+    /// Counted in the attempt's transaction, so every value is seen by exactly one attempt.
+    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

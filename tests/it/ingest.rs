@@ -2,101 +2,36 @@
 //! Postgres) with their delivery rows, acked only after the commit; idempotency; a Postgres
 //! outage; and a `jetpost serve` process killed with SIGKILL in the middle of a burst.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream;
 use futures::future::BoxFuture;
-use jetpost::event::TopicRules;
-use jetpost::ingest::{Ingest, IngestOptions};
-use jetpost::source::nats::topology::{self, Declaration};
-use jetpost::source::nats::{AccountSpec, NatsSource, NatsSourceConfig, Origin, TenantRule};
+use jetpost::ingest::Ingest;
+use jetpost::source::nats::NatsSource;
 use jetpost::source::{IngestSink, Outcome, SourceMessage};
-use jetpost::store::{
-    Credentials, DeliveryStatus, EventFilter, NewDestination, PageRequest, Store,
-};
+use jetpost::store::{DeliveryStatus, EventFilter, PageRequest, Store};
 
 use crate::support::db::TestDb;
-use crate::support::nats::{LocalNatsServer, connect_as, operator_server, wait_until};
-
-async fn provision(server: &LocalNatsServer, account: &str) -> jetstream::Context {
-    let js = jetstream::new(connect_as(server, account).await);
-    let declaration = Declaration {
-        stream: "EVENTS".into(),
-        subjects: vec!["events.>".into()],
-        consumer: "jetpost".into(),
-        max_deliver: None,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 4096,
-    };
-    topology::declare(&js, &declaration).await.unwrap();
-    js
-}
+use crate::support::nats::{LocalNatsServer, operator_server, wait_until};
+use crate::support::pipeline::{
+    NOWHERE, account, provision, publish, source_config, stream_messages,
+};
+use crate::support::serve::Serve;
 
 async fn webhook(store: &Store, tenant: &str, id: &str, topics: &[&str]) {
-    store.upsert_tenant(tenant, None).await.unwrap();
-    store
-        .create_destination(&NewDestination {
-            tenant_id: tenant.into(),
-            id: id.into(),
-            kind: "webhook".into(),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            filter: None,
-            config: BTreeMap::from([("url".to_string(), "http://127.0.0.1:9/hook".to_string())]),
-            credentials: Credentials::default(),
-            delivery_metadata: None,
-            metadata: None,
-        })
-        .await
-        .unwrap();
+    crate::support::pipeline::webhook(store, tenant, id, topics, NOWHERE).await;
 }
 
 fn ingest(store: &Store, committers: usize) -> Arc<Ingest> {
-    Arc::new(Ingest::new(
-        store.clone(),
-        IngestOptions {
-            topics: TopicRules::default(),
-            committers,
-            max_batch: 256,
-        },
-    ))
+    Arc::new(crate::support::pipeline::ingest(store, committers))
 }
 
 fn source(server: &LocalNatsServer, accounts: &[&str], sink: Arc<dyn IngestSink>) -> NatsSource {
     let accounts = accounts
         .iter()
-        .map(|name| {
-            AccountSpec {
-                name: name.to_string(),
-                origin: Origin::Static,
-                tenant: TenantRule::Account(name.to_string()),
-                stream: "EVENTS".into(),
-                consumer: "jetpost".into(),
-                credentials_file: Some(server.creds_path(name).unwrap()),
-                defined_at: "test".into(),
-                fingerprint: [0; 32],
-            }
-            .fingerprinted(None)
-        })
+        .map(|name| account(server, name, name))
         .collect();
-    let config = NatsSourceConfig {
-        servers: vec![server.url()],
-        accounts,
-        accounts_dir: None,
-        max_in_flight: 64,
-        drain_timeout: Duration::from_secs(10),
-        resync_interval: Duration::from_secs(1),
-    };
-    NatsSource::start(config, sink)
-}
-
-async fn publish(js: &jetstream::Context, body: impl Into<bytes::Bytes>) {
-    js.publish("events.x", body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    NatsSource::start(source_config(server, accounts), sink)
 }
 
 async fn event_count(store: &Store, tenant: &str) -> usize {
@@ -128,7 +63,7 @@ async fn a_nats_event_is_committed_with_its_deliveries_before_the_ack() {
     let source = source(&server, &["acme"], ingest(&store, 1));
 
     let body = r#"{"id":"evt_1","tenant_id":"spoofed","topic":"order.paid","data":{"zebra":1,"alpha":2,"big":12345678901234567890}}"#;
-    publish(&js, body).await;
+    publish(&js, "events.x", body).await;
     wait_until("event stored", || async {
         store.get_event("acme", "evt_1").await.unwrap().is_some()
     })
@@ -154,19 +89,12 @@ async fn a_nats_event_is_committed_with_its_deliveries_before_the_ack() {
     // Routed to one destination that does not match: acked but not stored.
     publish(
         &js,
+        "events.x",
         r#"{"id":"evt_2","destination_id":"users","topic":"invoice.sent","data":{}}"#,
     )
     .await;
     wait_until("every message acked", || async {
-        js.get_stream("EVENTS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == 0
+        stream_messages(&js).await == 0
     })
     .await;
     assert!(store.get_event("acme", "evt_2").await.unwrap().is_none());
@@ -251,7 +179,7 @@ async fn a_redelivered_message_without_id_is_one_event() {
         outcomes: Mutex::new(Vec::new()),
     });
     let source = source(&server, &["acme"], sink.clone());
-    publish(&js, r#"{"topic":"x","data":{"n":1}}"#).await;
+    publish(&js, "events.x", r#"{"topic":"x","data":{"n":1}}"#).await;
     wait_until("delivered twice", || async {
         sink.outcomes.lock().unwrap().len() >= 2
     })
@@ -313,7 +241,12 @@ async fn postgres_connections_killed_mid_stream_lose_nothing() {
         }
     });
     for i in 0..300 {
-        publish(&js, format!(r#"{{"id":"e{i}","data":{{"i":{i}}}}}"#)).await;
+        publish(
+            &js,
+            "events.x",
+            format!(r#"{{"id":"e{i}","data":{{"i":{i}}}}}"#),
+        )
+        .await;
         if i % 50 == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -332,15 +265,7 @@ async fn postgres_connections_killed_mid_stream_lose_nothing() {
         "the outage must have caused naks"
     );
     wait_until("every message acked", || async {
-        js.get_stream("EVENTS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == 0
+        stream_messages(&js).await == 0
     })
     .await;
     source.stop().await;
@@ -369,21 +294,16 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
         )
         .unwrap();
     }
-    let serve = || {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jetpost"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("API_KEY", "test")
-            .env("API_PORT", "0")
-            .env("DATABASE_URL", db.url())
-            .env("PUBLISH_NATS_SERVERS", server.url())
-            .env("PUBLISH_NATS_ACCOUNTS_DIR", accounts_dir.path())
-            .env("LOG_LEVEL", "warn")
-            .kill_on_drop(true);
-        command.spawn().unwrap()
-    };
-    let mut child = serve();
+    let env = [
+        ("API_KEY", "test"),
+        ("DATABASE_URL", db.url()),
+        ("PUBLISH_NATS_SERVERS", &server.url()),
+        (
+            "PUBLISH_NATS_ACCOUNTS_DIR",
+            accounts_dir.path().to_str().unwrap(),
+        ),
+    ];
+    let mut child = Serve::start(&env).await;
     // Events without `id`: a redelivery after the crash must map to the same derived id.
     let publishing = {
         let publishers = publishers.clone();
@@ -416,8 +336,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
         total().await >= PER_ACCOUNT
     })
     .await;
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
+    let status = child.kill().await;
     assert!(!status.success(), "killed with SIGKILL");
     let committed_before_restart = total().await;
     assert!(
@@ -426,7 +345,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
     );
 
     publishing.await.unwrap();
-    let mut child = serve();
+    let mut child = Serve::start(&env).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while total().await < PER_ACCOUNT * 3 {
         assert!(
@@ -444,18 +363,9 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
     );
     for js in &publishers {
         wait_until("every message acked", || async {
-            js.get_stream("EVENTS")
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .state
-                .messages
-                == 0
+            stream_messages(js).await == 0
         })
         .await;
     }
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+    child.kill().await;
 }

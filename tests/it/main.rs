@@ -1,11 +1,15 @@
 //! jetpost's integration tests: one binary, a module per area, shared helpers in `support`.
 
+mod aggregates;
+mod api;
+mod delivery;
 mod store;
 mod support;
 
 mod bench;
 mod cli;
 mod harness;
+mod hostile;
 mod ingest;
 mod receiver;
 mod source;

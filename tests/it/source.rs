@@ -6,32 +6,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use jetpost::source::Outcome;
-use jetpost::source::nats::topology::{self, Declaration};
+use jetpost::source::nats::topology;
 use jetpost::source::nats::{
     AccountSpec, AccountState, NatsSource, NatsSourceConfig, Origin, SubjectPattern, TenantRule,
 };
 
 use crate::support::nats::{LocalNatsServer, PATIENCE, connect_as, operator_server, wait_until};
+use crate::support::pipeline::{CONSUMER, STREAM, provision, publish, stream_messages};
 use crate::support::sink::RecordingSink;
-
-const STREAM: &str = "EVENTS";
-const CONSUMER: &str = "jetpost";
-
-async fn provision(server: &LocalNatsServer, account: &str) {
-    let js = jetstream::new(connect_as(server, account).await);
-    topology::declare(&js, &declaration()).await.unwrap();
-}
-
-fn declaration() -> Declaration {
-    Declaration {
-        stream: STREAM.into(),
-        subjects: vec!["events.>".into()],
-        consumer: CONSUMER.into(),
-        max_deliver: None,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 4096,
-    }
-}
 
 fn account(name: &str, tenant: &str, creds: Option<PathBuf>) -> AccountSpec {
     AccountSpec {
@@ -60,25 +42,6 @@ fn config(
         drain_timeout: Duration::from_secs(10),
         resync_interval: Duration::from_secs(1),
     }
-}
-
-async fn publish(js: &jetstream::Context, subject: &str, body: impl Into<bytes::Bytes>) {
-    js.publish(subject.to_owned(), body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
-async fn stream_messages(js: &jetstream::Context) -> u64 {
-    js.get_stream(STREAM)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages
 }
 
 async fn wait_state(source: &NatsSource, name: &str, state: AccountState) {

@@ -52,6 +52,7 @@ conformance!(
     claims_are_fair_across_destinations,
     expired_lease_is_reclaimed_and_lost_lease_refused,
     attempts_retries_and_manual_retry,
+    consecutive_failures_are_counted_per_destination,
     disabled_or_deleted_destinations_get_no_deliveries,
     events_paginate_both_ways_with_filters,
     attempts_and_tenants_paginate,
@@ -135,7 +136,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     let pending = store.pending_migrations().await.unwrap();
     assert_eq!(
         pending.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![1]
+        vec![1, 2]
     );
     let refused = store.check_migrated().await.unwrap_err();
     assert!(
@@ -156,7 +157,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     other.ping().await.unwrap();
     assert_eq!(
         db.raw_count("SELECT count(*) FROM _sqlx_migrations").await,
-        1
+        2
     );
     assert_eq!(store.backend(), db.kind());
 }
@@ -878,6 +879,77 @@ async fn attempts_retries_and_manual_retry(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+}
+
+async fn consecutive_failures_are_counted_per_destination(db: TestDb) {
+    let store = with_destinations(&db, &["d1", "d2"]).await;
+    store
+        .insert_events(&[
+            event("t1", "e1", &["d1"]),
+            event("t1", "e2", &["d1"]),
+            event("t1", "e3", &["d1"]),
+            event("t1", "e4", &["d1"]),
+            event("t1", "e5", &["d2"]),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim_due(&claim("w", later(1), 10)).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    let lease_of = |event_id: &str| {
+        claimed
+            .iter()
+            .find(|c| c.event.id == event_id)
+            .unwrap()
+            .lease
+            .clone()
+    };
+    let failed = |id: &str| attempt(id, AttemptStatus::Failed, "500");
+    let record = |event_id: &'static str, attempt: NewAttempt| {
+        let store = store.clone();
+        let lease = lease_of(event_id);
+        async move {
+            store
+                .record_attempt(&lease, &attempt, DeliveryOutcome::Failed)
+                .await
+                .unwrap()
+                .expect("lease held")
+        }
+    };
+
+    let first = record("e1", failed("a1")).await;
+    assert_eq!((first.attempt_number, first.consecutive_failures), (1, 1));
+    assert_eq!(record("e2", failed("a2")).await.consecutive_failures, 2);
+    // Another destination counts on its own.
+    assert_eq!(record("e5", failed("a5")).await.consecutive_failures, 1);
+    // A success resets the count; the next failure starts again from one.
+    let ok = attempt("a3", AttemptStatus::Success, "200");
+    assert_eq!(record("e3", ok).await.consecutive_failures, 0);
+    assert_eq!(record("e4", failed("a4")).await.consecutive_failures, 1);
+
+    // A lost lease writes nothing and counts nothing.
+    assert_eq!(
+        store
+            .record_attempt(&lease_of("e4"), &failed("a4b"), DeliveryOutcome::Failed)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Enabling a destination starts its count over.
+    store.disable_destination("t1", "d1").await.unwrap();
+    store.enable_destination("t1", "d1").await.unwrap();
+    store.schedule_manual_retry("t1", "e1", "d1").await.unwrap();
+    let again = store.claim_due(&claim("w", later(2), 10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let recorded = store
+        .record_attempt(&again[0].lease, &failed("a6"), DeliveryOutcome::Failed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (recorded.attempt_number, recorded.consecutive_failures),
+        (2, 1)
+    );
 }
 
 async fn disabled_or_deleted_destinations_get_no_deliveries(db: TestDb) {

@@ -91,6 +91,33 @@ impl Pump {
     }
 }
 
+/// Pauses an account's pulling while ingest reports transient failures (the store is down), so
+/// a backlog is not cycled through and nak'ed message by message; lifted by the next success.
+#[derive(Default)]
+struct Backpressure {
+    /// Consecutive transient failures and when pulling may resume.
+    state: std::sync::Mutex<(u32, Option<tokio::time::Instant>)>,
+}
+
+impl Backpressure {
+    fn failed(&self) {
+        let mut state = self.state.lock().expect("backpressure lock");
+        state.0 = state.0.saturating_add(1);
+        state.1 = Some(tokio::time::Instant::now() + backoff(state.0));
+    }
+
+    fn succeeded(&self) {
+        *self.state.lock().expect("backpressure lock") = (0, None);
+    }
+
+    async fn wait(&self) {
+        let until = self.state.lock().expect("backpressure lock").1;
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+}
+
 /// Waits for a pump to consume (see `Pump::ready`).
 pub struct Ready(watch::Receiver<bool>);
 
@@ -271,8 +298,10 @@ impl Supervisor {
             );
         }
         self.status.set_pending(verified.pending);
+        let backpressure = Arc::new(Backpressure::default());
         let job = Arc::new(Job {
             spec: self.spec.clone(),
+            backpressure: backpressure.clone(),
             status: self.status.clone(),
             sink: self.shared.sink.clone(),
             ack_wait: verified.ack_wait,
@@ -304,6 +333,11 @@ impl Supervisor {
                 if let Err(err) = done {
                     error!(account = %self.spec.name, "message task failed: {err}");
                 }
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Ok(PullEnd::Cancelled),
+                _ = backpressure.wait() => {}
             }
             // The permit is taken before pulling more, so a busy account never holds more than
             // `max_in_flight` messages in ingest.
@@ -355,6 +389,7 @@ async fn release_buffered(messages: &mut async_nats::jetstream::consumer::pull::
 /// Everything one message needs: settled by the ingest outcome.
 struct Job {
     spec: Arc<AccountSpec>,
+    backpressure: Arc<Backpressure>,
     status: Arc<AccountStatus>,
     sink: Arc<dyn IngestSink>,
     ack_wait: Duration,
@@ -437,6 +472,10 @@ impl Job {
         delivered: i64,
     ) {
         let account = &self.spec.name;
+        match &outcome {
+            Outcome::Retry(_) => self.backpressure.failed(),
+            _ => self.backpressure.succeeded(),
+        }
         let (kind, result) = match &outcome {
             Outcome::Committed { duplicate: false } => (AckKind::Ack, "accepted"),
             Outcome::Committed { duplicate: true } => (AckKind::Ack, "duplicate"),
@@ -460,10 +499,10 @@ impl Job {
     }
 }
 
-/// Redelivery delay after a transient failure: 1 s doubling per delivery, capped at 60 s.
+/// Redelivery delay after a transient failure: 1 s doubling per delivery, capped at 30 s.
 fn nak_delay(delivered: i64) -> Duration {
-    let exponent = (delivered.max(1) - 1).min(6) as u32;
-    jitter(Duration::from_secs(1 << exponent))
+    let exponent = (delivered.max(1) - 1).min(5) as u32;
+    jitter(Duration::from_secs(1 << exponent).min(MAX_BACKOFF))
 }
 
 /// Reconnect backoff: 500 ms doubling per consecutive failure, capped, with jitter.
@@ -487,6 +526,6 @@ mod tests {
         assert!(backoff(3) >= Duration::from_millis(1500) && backoff(3) <= Duration::from_secs(2));
         assert!(backoff(50) <= MAX_BACKOFF);
         assert!(nak_delay(1) <= Duration::from_secs(1));
-        assert!(nak_delay(100) <= Duration::from_secs(64));
+        assert!(nak_delay(100) <= MAX_BACKOFF);
     }
 }

@@ -16,7 +16,8 @@ use super::timestamp::Timestamp;
 use super::{Dialect, SqlStore};
 use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
 use crate::store::model::{
-    ClaimRequest, Delivery, DeliveryOutcome, DeliveryStatus, Event, Lease, NewAttempt,
+    AttemptRecorded, AttemptStatus, ClaimRequest, Delivery, DeliveryOutcome, DeliveryStatus, Event,
+    Lease, NewAttempt,
 };
 
 /// A claimed delivery as read from the database; the facade opens the credentials.
@@ -164,15 +165,15 @@ where
         Ok(claimed)
     }
 
-    /// Records the attempt and moves the delivery on, if `lease` still holds it. Returns false
-    /// (and writes nothing) when the lease was lost: expired and claimed again, or reset by a
-    /// manual retry.
+    /// Records the attempt, moves the delivery on and counts the destination's consecutive
+    /// failures, if `lease` still holds it. Returns `None` (and writes nothing) when the lease
+    /// was lost: expired and claimed again, or reset by a manual retry.
     pub async fn complete_attempt(
         &self,
         lease: &Lease,
         attempt: &NewAttempt,
         outcome: DeliveryOutcome,
-    ) -> Result<bool> {
+    ) -> Result<Option<AttemptRecorded>> {
         let op = "complete attempt";
         let now = Timestamp::now();
         let response_data = rows::to_opt_json("response_data", attempt.response_data.as_ref())?;
@@ -189,7 +190,7 @@ where
             .await
             .map_err(db_error(op))?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let tenant_id = held.text("tenant_id")?;
         let event_id = held.text("event_id")?;
@@ -240,9 +241,9 @@ where
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(attempt.id.as_str())
-        .bind(tenant_id)
+        .bind(tenant_id.as_str())
         .bind(event_id)
-        .bind(destination_id)
+        .bind(destination_id.as_str())
         .bind(lease.delivery_id)
         .bind(attempt_number)
         .bind(manual)
@@ -262,8 +263,39 @@ where
                 db_error(op)(e)
             }
         })?;
+        let consecutive_failures = match attempt.status {
+            // Written only when there is something to reset: the common case (a healthy
+            // destination) leaves the destination row alone, so completions don't queue on it.
+            AttemptStatus::Success => {
+                sqlx::query(
+                    "UPDATE destinations SET consecutive_failures = 0 \
+                     WHERE tenant_id = $1 AND id = $2 AND consecutive_failures <> 0",
+                )
+                .bind(tenant_id.as_str())
+                .bind(destination_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error(op))?;
+                0
+            }
+            AttemptStatus::Failed => sqlx::query(
+                "UPDATE destinations SET consecutive_failures = consecutive_failures + 1 \
+                 WHERE tenant_id = $1 AND id = $2 RETURNING consecutive_failures",
+            )
+            .bind(tenant_id.as_str())
+            .bind(destination_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error(op))?
+            .map(|row| row.int("consecutive_failures"))
+            .transpose()?
+            .unwrap_or(0),
+        };
         tx.commit().await.map_err(db_error(op))?;
-        Ok(true)
+        Ok(Some(AttemptRecorded {
+            attempt_number: u32::try_from(attempt_number).unwrap_or(u32::MAX),
+            consecutive_failures: u32::try_from(consecutive_failures).unwrap_or(u32::MAX),
+        }))
     }
 
     /// Queues the event for the destination again, now, as a manual round.

@@ -50,7 +50,7 @@ const DISABLE_DESTINATION: &str = concat!(
 );
 
 const ENABLE_DESTINATION: &str = concat!(
-    "UPDATE destinations SET disabled_at = NULL, updated_at = $3 \
+    "UPDATE destinations SET disabled_at = NULL, consecutive_failures = 0, updated_at = $3 \
      WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING ",
     destination_columns!()
 );

@@ -6,9 +6,11 @@
 
 mod attempts;
 mod deliveries;
+mod destination_times;
 mod destinations;
 mod events;
 mod filters;
+mod metrics;
 pub(crate) mod postgres;
 pub(crate) mod rows;
 pub(crate) mod sqlite;

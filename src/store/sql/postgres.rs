@@ -77,11 +77,18 @@ impl Dialect for Postgres {
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 WHERE to_regclass('_sqlx_migrations') IS NOT NULL";
 
-    const MIGRATIONS: &'static [EmbeddedMigration] = &[EmbeddedMigration {
-        version: 1,
-        description: "initial",
-        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
-    }];
+    const MIGRATIONS: &'static [EmbeddedMigration] = &[
+        EmbeddedMigration {
+            version: 1,
+            description: "initial",
+            sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "destination failures",
+            sql: include_str!("../../../migrations/postgres/0002_destination_failures.sql"),
+        },
+    ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()

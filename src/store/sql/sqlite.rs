@@ -76,11 +76,18 @@ impl Dialect for Sqlite {
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
 
-    const MIGRATIONS: &'static [EmbeddedMigration] = &[EmbeddedMigration {
-        version: 1,
-        description: "initial",
-        sql: include_str!("../../../migrations/sqlite/0001_initial.sql"),
-    }];
+    const MIGRATIONS: &'static [EmbeddedMigration] = &[
+        EmbeddedMigration {
+            version: 1,
+            description: "initial",
+            sql: include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        },
+        EmbeddedMigration {
+            version: 2,
+            description: "destination failures",
+            sql: include_str!("../../../migrations/sqlite/0002_destination_failures.sql"),
+        },
+    ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
@@ -103,6 +110,15 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(options.acquire_timeout)
+        // Some errors (SQLITE_FULL, SQLITE_IOERR) make SQLite roll back on its own; sqlx's queued
+        // rollback then fails and the connection still believes it is in a transaction, so every
+        // later write would fail. Such a connection is closed and replaced instead of reused.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::ping(conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(conn))
+            })
+        })
         .connect_with(
             base.clone()
                 .create_if_missing(true)

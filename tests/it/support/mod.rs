@@ -4,7 +4,9 @@
 pub mod aggregate;
 pub mod db;
 pub mod nats;
+pub mod pipeline;
 pub mod receiver;
+pub mod serve;
 pub mod sink;
 
 /// An HTTP client for tests. reqwest is built without a bundled crypto provider; jetpost uses

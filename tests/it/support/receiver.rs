@@ -58,6 +58,8 @@ struct Shared {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
     arrived: Notify,
+    /// Requests being answered now, and the most at once, per path (query left out).
+    concurrency: Mutex<std::collections::HashMap<String, (usize, usize)>>,
 }
 
 /// A recording HTTP receiver; stops when dropped.
@@ -70,7 +72,13 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver that answers 200 until told otherwise.
     pub async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Receiver::start_on(0).await
+    }
+
+    /// Starts a receiver on `port` of 127.0.0.1 (0 = any free port), e.g. to bring an endpoint
+    /// back on the port it was down on.
+    pub async fn start_on(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
@@ -98,6 +106,13 @@ impl Receiver {
     /// Every request recorded so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The most requests to `path` (without query) that were being answered at the same
+    /// time; "*" for all paths together.
+    pub fn max_concurrent(&self, path: &str) -> usize {
+        let concurrency = self.shared.concurrency.lock().unwrap();
+        concurrency.get(path).map_or(0, |(_, max)| *max)
     }
 
     /// Waits until at least `count` requests arrived (panics after `timeout`) and returns them all.
@@ -181,6 +196,7 @@ async fn handle(
         body,
         at: Instant::now(),
     };
+    let _answering = Answering::enter(&shared, recorded.path.split('?').next().unwrap_or(""));
     let reply = shared.script.lock().unwrap().pop_front();
     let reply = reply
         .or_else(|| shared.default.lock().unwrap().clone())
@@ -199,6 +215,38 @@ async fn handle(
             Ok(response(status, Vec::new(), String::new()))
         }
         Reply::Drop => Err(DropConnection),
+    }
+}
+
+/// Counts a request as being answered (for its path and for "*") until dropped.
+struct Answering {
+    shared: Arc<Shared>,
+    path: String,
+}
+
+impl Answering {
+    fn enter(shared: &Arc<Shared>, path: &str) -> Answering {
+        let mut concurrency = shared.concurrency.lock().unwrap();
+        for key in [path, "*"] {
+            let (active, max) = concurrency.entry(key.to_owned()).or_default();
+            *active += 1;
+            *max = (*max).max(*active);
+        }
+        Answering {
+            shared: shared.clone(),
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut concurrency = self.shared.concurrency.lock().unwrap();
+        for key in [self.path.as_str(), "*"] {
+            if let Some((active, _)) = concurrency.get_mut(key) {
+                *active -= 1;
+            }
+        }
     }
 }
 

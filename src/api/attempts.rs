@@ -1,0 +1,234 @@
+//! `/attempts` and a destination's `/attempts`: delivery attempts, newest first by default,
+//! filtered by tenant, event, destination, type, status, topic and time, with cursor
+//! pagination; and one attempt by id. `include=event` adds the event summary, `event.data` the
+//! whole event, `response_data` what the endpoint answered, `destination` the destination.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::auth::{Caller, check_caller, log_tenants, path_tenant};
+use super::destinations::DestinationView;
+use super::destinations::webhook;
+use super::error::{ApiError, ApiResult};
+use super::events::EventView;
+use super::path::P;
+use super::query::Params;
+use super::{Ctx, CtxState};
+use crate::store::{Attempt, AttemptFilter, AttemptStatus};
+
+/// What `include` asked for.
+#[derive(Debug, Clone, Copy, Default)]
+struct Include {
+    event: bool,
+    event_data: bool,
+    response_data: bool,
+    destination: bool,
+}
+
+impl Include {
+    fn of(params: &Params) -> Include {
+        let mut include = Include::default();
+        for item in params.array("include") {
+            match item.as_str() {
+                "event" => include.event = true,
+                "event.data" => {
+                    include.event = true;
+                    include.event_data = true;
+                }
+                "response_data" => include.response_data = true,
+                "destination" => include.destination = true,
+                _ => {}
+            }
+        }
+        include
+    }
+}
+
+/// Outpost's `Attempt`.
+#[derive(Debug, Serialize)]
+struct AttemptView {
+    id: String,
+    tenant_id: String,
+    status: &'static str,
+    time: DateTime<Utc>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_data: Option<Value>,
+    attempt_number: u32,
+    manual: bool,
+    /// jetpost delivers to webhooks only.
+    destination_type: &'static str,
+    event_id: String,
+    destination_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<EventView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<DestinationView>,
+}
+
+/// Turns attempts into views, fetching each distinct event and destination once.
+async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult<Vec<AttemptView>> {
+    let store = &ctx.state.store;
+    let now = Utc::now();
+    let mut events = HashMap::new();
+    let mut destinations = HashMap::new();
+    let mut out = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let event = if include.event {
+            let key = (a.tenant_id.clone(), a.event_id.clone());
+            if !events.contains_key(&key) {
+                let found = store.get_event(&a.tenant_id, &a.event_id).await?;
+                events.insert(key.clone(), found);
+            }
+            events[&key]
+                .clone()
+                .map(|e| EventView::of(e, include.event_data))
+                .transpose()?
+        } else {
+            None
+        };
+        let destination = if include.destination {
+            let key = (a.tenant_id.clone(), a.destination_id.clone());
+            if !destinations.contains_key(&key) {
+                let found = store
+                    .get_destination(&a.tenant_id, &a.destination_id)
+                    .await?;
+                destinations.insert(key.clone(), found);
+            }
+            destinations[&key]
+                .clone()
+                .map(|d| DestinationView::of(d, now))
+        } else {
+            None
+        };
+        out.push(AttemptView {
+            status: a.status.as_str(),
+            response_data: if include.response_data {
+                a.response_data
+            } else {
+                None
+            },
+            id: a.id,
+            tenant_id: a.tenant_id,
+            time: a.time,
+            code: a.code,
+            attempt_number: a.attempt_number,
+            manual: a.manual,
+            destination_type: webhook::TYPE,
+            event_id: a.event_id,
+            destination_id: a.destination_id,
+            event,
+            destination,
+        });
+    }
+    Ok(out)
+}
+
+fn status(params: &Params) -> ApiResult<Option<AttemptStatus>> {
+    match params.get("status") {
+        None => Ok(None),
+        Some("success") => Ok(Some(AttemptStatus::Success)),
+        Some("failed") => Ok(Some(AttemptStatus::Failed)),
+        Some(_) => Err(ApiError::query("status", "must be 'success' or 'failed'")),
+    }
+}
+
+async fn listing(
+    ctx: &Ctx,
+    params: &Params,
+    tenant_ids: Vec<String>,
+    destination_ids: Vec<String>,
+) -> ApiResult<Json<Value>> {
+    let (page, pagination) = params.log_page()?;
+    let filter = AttemptFilter {
+        tenant_ids,
+        event_ids: params.array("event_id"),
+        destination_ids,
+        destination_kinds: params.array("destination_type"),
+        status: status(params)?,
+        topics: params.array("topic"),
+        time: params.time_range("time")?,
+    };
+    let found = ctx.state.store.list_attempts(&filter, &page).await?;
+    let models = views(ctx, found.models, Include::of(params)).await?;
+    Ok(Json(json!({
+        "models": models,
+        "pagination": pagination.with_cursors(found.next, found.prev),
+    })))
+}
+
+pub async fn list(State(ctx): CtxState, caller: Caller, params: Params) -> ApiResult<Json<Value>> {
+    check_caller(&ctx, &caller).await?;
+    let tenant_ids = log_tenants(&caller, params.array("tenant_id"))?;
+    let destination_ids = params.array("destination_id");
+    listing(&ctx, &params, tenant_ids, destination_ids).await
+}
+
+pub async fn list_for_destination(
+    State(ctx): CtxState,
+    caller: Caller,
+    P((tenant_id, destination_id)): P<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
+    listing(&ctx, &params, vec![tenant.id], vec![destination_id]).await
+}
+
+async fn one(
+    ctx: &Ctx,
+    tenant_id: Option<&str>,
+    attempt_id: &str,
+    params: &Params,
+) -> ApiResult<Json<Value>> {
+    let attempt = ctx
+        .state
+        .store
+        .get_attempt(tenant_id, attempt_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("attempt"))?;
+    one_view(ctx, attempt, params).await
+}
+
+async fn one_view(ctx: &Ctx, attempt: Attempt, params: &Params) -> ApiResult<Json<Value>> {
+    let view = views(ctx, vec![attempt], Include::of(params))
+        .await?
+        .pop()
+        .ok_or_else(ApiError::internal)?;
+    Ok(Json(
+        serde_json::to_value(view).map_err(|_| ApiError::internal())?,
+    ))
+}
+
+pub async fn get(
+    State(ctx): CtxState,
+    caller: Caller,
+    P(attempt_id): P<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    check_caller(&ctx, &caller).await?;
+    let tenant = caller.tenant_id().or(params.get("tenant_id"));
+    one(&ctx, tenant, &attempt_id, &params).await
+}
+
+pub async fn get_for_destination(
+    State(ctx): CtxState,
+    caller: Caller,
+    P((tenant_id, destination_id, attempt_id)): P<(String, String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
+    let attempt = ctx
+        .state
+        .store
+        .get_attempt(Some(&tenant.id), &attempt_id)
+        .await?
+        .filter(|a| a.destination_id == destination_id)
+        .ok_or_else(|| ApiError::not_found("attempt"))?;
+    one_view(&ctx, attempt, &params).await
+}

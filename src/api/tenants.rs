@@ -1,0 +1,235 @@
+//! `/tenants`: list (admin; a tenant sees itself), upsert (`PUT`, body optional), get, delete,
+//! and the tenant token and portal URL (admin only). A tenant is shown with Outpost's derived
+//! `destinations_count` and `topics`.
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::auth::{Caller, check_caller, path_tenant};
+use super::body::{Body, Fields, present};
+use super::error::{ApiError, ApiResult};
+use super::path::P;
+use super::query::Params;
+use super::{Ctx, CtxState};
+use crate::store::{Destination, Metadata, Tenant, TenantFilter};
+
+/// Outpost's `Tenant`.
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    id: String,
+    destinations_count: usize,
+    /// Every topic the tenant's destinations subscribe to, sorted; `["*"]` if one takes all.
+    topics: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn view(ctx: &Ctx, tenant: Tenant) -> ApiResult<TenantView> {
+    let destinations = ctx
+        .state
+        .store
+        .list_destinations(&tenant.id, &Default::default())
+        .await?;
+    Ok(TenantView {
+        destinations_count: destinations.len(),
+        topics: tenant_topics(&destinations),
+        metadata: tenant.metadata.filter(|m| !m.is_empty()),
+        id: tenant.id,
+        created_at: tenant.created_at,
+        updated_at: tenant.updated_at,
+    })
+}
+
+fn tenant_topics(destinations: &[Destination]) -> Vec<String> {
+    let mut topics: Vec<String> = Vec::new();
+    for d in destinations {
+        for t in &d.topics {
+            if t == "*" {
+                return vec!["*".to_owned()];
+            }
+            if !topics.contains(t) {
+                topics.push(t.clone());
+            }
+        }
+    }
+    topics.sort();
+    topics
+}
+
+pub async fn list(
+    axum::extract::State(ctx): CtxState,
+    caller: Caller,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    if let Caller::Tenant(own) = &caller {
+        let tenant = path_tenant(&ctx, &caller, own).await?;
+        return Ok(Json(json!({
+            "models": [view(&ctx, tenant).await?],
+            "pagination": {"order_by": "created_at", "dir": "desc", "limit": 1, "next": null, "prev": null},
+            "count": 1,
+        })));
+    }
+    let (page, pagination) = params.tenant_page()?;
+    let filter = TenantFilter {
+        ids: params.array("id"),
+    };
+    let found = ctx.state.store.list_tenants(&filter, &page).await?;
+    let count = ctx.state.store.count_tenants().await?;
+    let mut models = Vec::with_capacity(found.models.len());
+    for tenant in found.models {
+        models.push(view(&ctx, tenant).await?);
+    }
+    Ok(Json(json!({
+        "models": models,
+        "pagination": pagination.with_cursors(found.next, found.prev),
+        "count": count,
+    })))
+}
+
+pub async fn upsert(
+    axum::extract::State(ctx): CtxState,
+    caller: Caller,
+    P(tenant_id): P<String>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<TenantView>)> {
+    if let Caller::Tenant(own) = &caller
+        && *own != tenant_id
+    {
+        return Err(ApiError::forbidden(
+            "a tenant token gives access to its own tenant only",
+        ));
+    }
+    check_caller(&ctx, &caller).await?;
+    // The SDKs send PUT without a body to create a tenant with no metadata.
+    let metadata = if body.is_blank() {
+        None
+    } else {
+        let object = body.object()?;
+        let mut fields = Fields::new(&object);
+        let metadata = fields.string_map("metadata");
+        fields.finish()?;
+        present(metadata)
+    };
+    let upserted = ctx
+        .state
+        .store
+        .upsert_tenant(&tenant_id, metadata.as_ref())
+        .await?;
+    ctx.routing_changed(&tenant_id);
+    let status = if upserted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&ctx, upserted.tenant).await?)))
+}
+
+pub async fn get(
+    axum::extract::State(ctx): CtxState,
+    caller: Caller,
+    P(tenant_id): P<String>,
+) -> ApiResult<Json<TenantView>> {
+    let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
+    Ok(Json(view(&ctx, tenant).await?))
+}
+
+pub async fn delete(
+    axum::extract::State(ctx): CtxState,
+    caller: Caller,
+    P(tenant_id): P<String>,
+) -> ApiResult<Json<Value>> {
+    let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
+    ctx.state.store.delete_tenant(&tenant.id).await?;
+    ctx.routing_changed(&tenant.id);
+    Ok(Json(json!({"success": true})))
+}
+
+async fn issue_token(ctx: &Ctx, caller: &Caller, tenant_id: &str) -> ApiResult<(String, String)> {
+    caller.require_admin()?;
+    let tenant = path_tenant(ctx, caller, tenant_id).await?;
+    let tokens = ctx.tokens.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            "tenant tokens are off: set api_jwt_secret (API_JWT_SECRET) to issue them",
+        )
+    })?;
+    Ok((tokens.issue(&tenant.id, Utc::now())?, tenant.id))
+}
+
+pub async fn token(
+    axum::extract::State(ctx): CtxState,
+    caller: Caller,
+    P(tenant_id): P<String>,
+) -> ApiResult<Json<Value>> {
+    let (token, tenant_id) = issue_token(&ctx, &caller, &tenant_id).await?;
+    Ok(Json(json!({"token": token, "tenant_id": tenant_id})))
+}
+
+/// Outpost's portal redirect, pointing at `/portal` on this server. jetpost has no portal UI
+/// (that path answers 404 explaining so); the token in the URL works as a tenant bearer token.
+pub async fn portal(
+    axum::extract::State(ctx): CtxState,
+    caller: Caller,
+    P(tenant_id): P<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let (token, tenant_id) = issue_token(&ctx, &caller, &tenant_id).await?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("localhost:{}", ctx.state.config.api_port));
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let mut url = format!(
+        "{scheme}://{host}/portal?token={token}&tenant_id={}",
+        encode_query_value(&tenant_id)
+    );
+    if let Some(theme @ ("light" | "dark")) = params.get("theme") {
+        url.push_str("&theme=");
+        url.push_str(theme);
+    }
+    Ok(Json(json!({"redirect_url": url, "tenant_id": tenant_id})))
+}
+
+pub async fn portal_placeholder() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "jetpost has no tenant portal UI; use the token from this URL as a Bearer token with \
+         the /api/v1 tenant routes",
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode_query_value("acme"), "acme");
+        assert_eq!(encode_query_value("a b&c/é"), "a%20b%26c%2F%C3%A9");
+    }
+}

@@ -1,0 +1,79 @@
+//! A `jetpost serve` child process: the real binary, configured through environment variables,
+//! stopped with SIGTERM or SIGKILL like an orchestrator would. Killed on drop.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+pub struct Serve {
+    child: Child,
+    pub port: u16,
+}
+
+impl Serve {
+    /// Starts `jetpost serve` with only `env` (plus a free `API_PORT` and `LOG_LEVEL=warn`
+    /// unless given) and waits until `/healthz` answers.
+    pub async fn start(env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jetpost"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("API_PORT", port.to_string())
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start jetpost serve");
+        let serve = Serve { child, port };
+        serve.wait_healthy().await;
+        serve
+    }
+
+    pub async fn wait_healthy(&self) {
+        let client = crate::support::http_client();
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        for _ in 0..300 {
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("jetpost serve did not become healthy at {url}");
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`).
+    pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("jetpost serve did not exit within {within:?} after SIGTERM")
+            })
+            .unwrap()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
