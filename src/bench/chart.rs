@@ -110,10 +110,12 @@ fn decades(values: impl Iterator<Item = f64>) -> (i32, i32) {
 }
 
 fn axis_label(ms: f64) -> String {
-    if ms < 1.0 {
-        format!("{ms}")
-    } else {
+    if ms >= 1000.0 {
         number(ms)
+    } else if ms >= 1.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms}")
     }
 }
 

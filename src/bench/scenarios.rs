@@ -369,7 +369,7 @@ impl Run {
         }
         self.rows.push(row);
         self.latencies.extend(LatencySeries::from(
-            "fast tenants beside a slow endpoint (burst)",
+            "fast tenants beside a slow endpoint (a burst: includes queueing)",
             &result.with_slow.latencies,
         ));
         Ok(())
