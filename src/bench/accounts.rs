@@ -1,7 +1,8 @@
-//! Accounts at scale: thousands of idle tenant accounts handed to jetpost through its accounts
-//! directory (one sub-directory each). Measures jetpost's memory per connected account, its CPU
-//! while they idle, and how soon an account added to the directory has its first event
-//! consumed (committed to the store, which precedes the ack).
+//! Accounts at scale: thousands of idle tenant accounts handed to jetpost (`jetpost serve` as a
+//! child process, so its memory and CPU are its own) through its accounts directory, one
+//! sub-directory each. Measures jetpost's memory per connected account, its CPU while they
+//! idle, and how soon an account added to the directory has its first event consumed
+//! (committed to the store, which precedes the ack).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use super::db::BenchDb;
 use super::procstat::{self, CpuWindow};
 use super::publish::{SUBJECT, event_body};
 use super::receiver::FastReceiver;
-use super::rig::{self, BenchEnv, CONSUMER, DirService, STREAM};
+use super::rig::{self, BenchEnv, CONSUMER, ChildService, STREAM};
 use super::tally::{Latencies, Tally, event_id};
 
 /// How long to wait for all idle accounts to connect.
@@ -48,6 +49,7 @@ pub async fn scale(
     idle: usize,
     adds: usize,
     idle_window: Duration,
+    jetpost: &Path,
     say: &(dyn Fn(String) + Sync),
 ) -> anyhow::Result<Scale> {
     let idle_names: Vec<String> = (0..idle).map(|i| format!("idle-{i:05}")).collect();
@@ -80,11 +82,12 @@ pub async fn scale(
     let staging = root.path().join("staging");
     std::fs::create_dir_all(&accounts_dir)?;
     std::fs::create_dir_all(&staging)?;
-    let service = DirService::start(&nats.url(), db.url(), accounts_dir.clone()).await?;
+    let service = ChildService::start(jetpost, &nats.url(), db.url(), accounts_dir.clone()).await?;
+    let pid = Some(service.pid());
     let monitor = Monitor::new(&nats)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let base_connections = monitor.connections().await?;
-    let rss_before = procstat::rss_bytes(None);
+    let rss_before = procstat::rss_bytes(pid);
 
     // Idle accounts: written all at once, as a deployment would.
     say(format!("accounts: writing {idle} account directories"));
@@ -107,7 +110,7 @@ pub async fn scale(
         .wait_connections(base_connections + idle as u64, CONNECT_PATIENCE)
         .await?
         .then(|| connect_started.elapsed());
-    let rss_after = settled_rss().await;
+    let rss_after = settled_rss(pid).await;
     let rss_per_account = match (rss_before, rss_after) {
         (Some(before), Some(after)) if idle > 0 => {
             Some(after.saturating_sub(before) as f64 / idle as f64)
@@ -117,11 +120,11 @@ pub async fn scale(
 
     let server_pid = nats.pid().await;
     say(format!(
-        "accounts: {idle} connected; idle window of {} s starts (pid {})",
+        "accounts: {idle} connected; idle window of {} s starts (jetpost pid {})",
         idle_window.as_secs(),
-        std::process::id()
+        service.pid()
     ));
-    let ours = CpuWindow::start(None);
+    let ours = CpuWindow::start(pid);
     let theirs = CpuWindow::start(server_pid);
     tokio::time::sleep(idle_window).await;
     let idle_cpu_percent = ours.percent();
@@ -200,12 +203,12 @@ fn install_account(
     Ok(())
 }
 
-/// This process's RSS once it stops growing (a 1 % band over 3 s), or after 60 s.
-async fn settled_rss() -> Option<u64> {
+/// The RSS of `pid` once it stops growing (a 1 % band over 3 s), or after 60 s.
+async fn settled_rss(pid: Option<u32>) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut window: Vec<u64> = Vec::new();
     loop {
-        let rss = procstat::rss_bytes(None)?;
+        let rss = procstat::rss_bytes(pid)?;
         window.push(rss);
         if window.len() > 3 {
             window.remove(0);

@@ -139,6 +139,9 @@ pub struct BenchOptions {
     /// Postgres admin URL for the store scenario's Postgres run (`None`: SQLite only).
     pub postgres_url: Option<String>,
     pub nats: BinaryLookup,
+    /// The jetpost executable, run as `jetpost serve` by the accounts scenario (the CLI passes
+    /// its own); `None` makes that scenario report an error.
+    pub jetpost_exe: Option<PathBuf>,
     /// Write the report as JSON here.
     pub json: Option<PathBuf>,
     /// Write the latency chart here.
@@ -157,6 +160,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     let env = rig::BenchEnv {
         nats_binary,
         store: options.store.clone(),
+        jetpost_exe: options.jetpost_exe.clone(),
     };
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

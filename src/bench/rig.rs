@@ -30,11 +30,14 @@ const AES_SECRET: &str = "jetpost-bench-aes-secret";
 /// Concurrent stream + consumer creations while provisioning many accounts.
 const PROVISION_CONCURRENCY: usize = 32;
 
-/// What every scenario shares: the nats-server executable and the store to run on.
+/// What every scenario shares: the nats-server executable, the store to run on, and the
+/// jetpost executable for scenarios that run it as a child process.
 #[derive(Debug, Clone)]
 pub struct BenchEnv {
     pub nats_binary: NatsServerBinary,
     pub store: StoreChoice,
+    /// The jetpost executable the accounts scenario runs as `jetpost serve`.
+    pub jetpost_exe: Option<PathBuf>,
 }
 
 /// A tenant of a rig: its account, stream and webhook destination.
@@ -191,25 +194,100 @@ impl Service {
     }
 }
 
-/// A running jetpost watching an accounts directory (the accounts-at-scale scenario).
-pub struct DirService {
-    service: Service,
+/// `jetpost serve` as a child process watching an accounts directory (the accounts-at-scale
+/// scenario), so that its memory and CPU are its own, not mixed with the harness's.
+pub struct ChildService {
+    child: tokio::process::Child,
+    pid: u32,
+    _config_dir: tempfile::TempDir,
 }
 
-impl DirService {
+impl ChildService {
+    /// Starts `exe serve` on a config file written here and waits until it is healthy.
     pub async fn start(
+        exe: &std::path::Path,
         nats_url: &str,
         db_url: &str,
         accounts_dir: PathBuf,
-    ) -> anyhow::Result<DirService> {
-        let config = service_config(nats_url, db_url, Vec::new(), Some(accounts_dir))?;
-        Ok(DirService {
-            service: Service::start(config).await?,
-        })
+    ) -> anyhow::Result<ChildService> {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let config = service_config(nats_url, db_url, Vec::new(), Some(accounts_dir.clone()))?;
+        // JSON is YAML: the config file is written with serde_json's quoting.
+        let file = serde_json::json!({
+            "api_port": port,
+            "api_key": config.api_key.expose(),
+            "aes_encryption_secret": config.aes_encryption_secret.expose(),
+            "database_url": db_url,
+            "log_level": config.log_level,
+            "shutdown_timeout_seconds": config.shutdown_timeout_seconds,
+            "publishmq": {"nats": {"servers": [nats_url], "accounts_dir": accounts_dir}},
+        });
+        let config_dir = tempfile::Builder::new()
+            .prefix("jetpost-bench-serve-")
+            .tempdir()?;
+        let path = config_dir.path().join("jetpost.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
+        let child = tokio::process::Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            // Outpost's env names would override the file.
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} serve", exe.display()))?;
+        let pid = child.id().context("the jetpost child exited at once")?;
+        let mut service = ChildService {
+            child,
+            pid,
+            _config_dir: config_dir,
+        };
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let client = super::http_client()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = service.child.try_wait()? {
+                bail!("jetpost serve exited during start-up ({status})");
+            }
+            // 503 while the store or dispatcher is not ready; any answer means it listens.
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(service);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("jetpost serve did not become healthy at {url} within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.service.stop().await
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGTERM (graceful drain), then SIGKILL if it is still there after 30 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .await;
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => self.child.kill().await?,
+        }
+        Ok(())
     }
 }
 

@@ -376,6 +376,11 @@ impl Run {
     }
 
     async fn accounts(&mut self) -> anyhow::Result<()> {
+        let jetpost = self.env.jetpost_exe.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the accounts scenario runs `jetpost serve`, but no jetpost executable was given"
+            )
+        })?;
         for idle in self.sizes.idle_accounts.clone() {
             self.say(format_args!("accounts: {idle} idle accounts"));
             let s = accounts::scale(
@@ -383,6 +388,7 @@ impl Run {
                 idle,
                 self.sizes.added_accounts,
                 self.sizes.idle_window,
+                &jetpost,
                 &|line| self.say(line),
             )
             .await?;

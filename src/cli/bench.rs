@@ -78,11 +78,18 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Failure> {
         },
         postgres_url: (!args.no_postgres).then_some(args.postgres_url),
         nats: BinaryLookup::from_env(None),
+        jetpost_exe: std::env::current_exe().ok(),
         json: args.json,
         svg: args.svg,
         progress: true,
     };
-    let report = crate::bench::run(options).await?;
+    // Ctrl-C drops the run, and with it every nats-server child and temporary store.
+    let report = tokio::select! {
+        report = crate::bench::run(options) => report?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(Failure::Runtime(anyhow::anyhow!("interrupted; nothing reported")));
+        }
+    };
     println!(
         "\njetpost bench ({} run, {} store) on {}, {:.0} s\n",
         report.mode,

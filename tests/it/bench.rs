@@ -14,6 +14,7 @@ fn options(scenarios: Vec<Scenario>, dir: &Path) -> BenchOptions {
         store: StoreChoice::Sqlite,
         postgres_url: None,
         nats: BinaryLookup::from_env(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        jetpost_exe: Some(env!("CARGO_BIN_EXE_jetpost").into()),
         json: Some(dir.join("bench.json")),
         svg: Some(dir.join("bench.svg")),
         progress: false,
