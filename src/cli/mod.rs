@@ -1,6 +1,7 @@
 //! The `jetpost` command line: argument definitions and dispatch to the library.
 //! Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
 
+mod bench;
 mod dev;
 mod filter_check;
 mod nats;
@@ -59,6 +60,8 @@ enum Command {
     /// Destination filter tools.
     #[command(subcommand)]
     Filter(FilterCommand),
+    /// Measure jetpost against this machine's limits (starts its own nats-server and receiver).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +252,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let config = load_config(&args)?;
             block_on(migrate(config))
         }
+        Command::Bench(args) => block_on(bench::run(args)),
         Command::Dev => block_on(async {
             dev::run()
                 .await

@@ -6,6 +6,7 @@ mod delivery;
 mod store;
 mod support;
 
+mod bench;
 mod cli;
 mod harness;
 mod hostile;

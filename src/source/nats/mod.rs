@@ -289,7 +289,7 @@ impl Reconciler {
 /// Watches the accounts directory; `None` (retried on the next resync) if it cannot be watched.
 fn watch(dir: &std::path::Path, changes: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| is_change(&e.kind)) {
             // Full channel = a change is already signalled.
             let _ = changes.try_send(());
         }
@@ -307,6 +307,19 @@ fn watch(dir: &std::path::Path, changes: mpsc::Sender<()>) -> Option<notify::Rec
             warn!(dir = %dir.display(), "cannot watch the accounts directory: {err}; relying on periodic resync");
             None
         }
+    }
+}
+
+/// Whether a file-system event may change an account. Opening or reading a file (inotify
+/// IN_OPEN) is not a change, and our own rescans read every file: reacting to those made each
+/// rescan trigger the next, a busy loop over the whole directory. A file closed after writing
+/// is a change.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -360,5 +373,27 @@ impl NatsSourceConfig {
             drain_timeout: config.shutdown_timeout(),
             resync_interval: Duration::from_secs(5),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind};
+
+    #[test]
+    fn reading_the_directory_is_not_a_change() {
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Create(CreateKind::Folder)));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Any)));
+        assert!(is_change(&EventKind::Remove(RemoveKind::Any)));
     }
 }

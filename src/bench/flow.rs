@@ -1,0 +1,290 @@
+//! End-to-end runs through jetpost: tenants publish into their own accounts, jetpost ingests
+//! and delivers, the receiver stamps arrivals. Throughput (bursts), latency (a paced rate),
+//! fairness (a fresh tenant beside another's backlog) and a slow endpoint beside fast ones.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::publish::{self, split};
+use super::rig::{BenchEnv, Rig, RigOptions, TenantPlan};
+use super::tally::{Latencies, Throughput};
+
+/// What one end-to-end run saw.
+#[derive(Debug, Clone)]
+pub struct FlowResult {
+    pub expected: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub throughput: Option<Throughput>,
+    pub latencies: Latencies,
+    pub waited: Duration,
+}
+
+impl FlowResult {
+    /// A note when not everything arrived, or something arrived twice.
+    pub fn shortfall(&self) -> Option<String> {
+        let mut notes = Vec::new();
+        if self.delivered < self.expected {
+            notes.push(format!(
+                "only {} of {} delivered within {:.0} s",
+                self.delivered,
+                self.expected,
+                self.waited.as_secs_f64()
+            ));
+        }
+        if self.duplicates > 0 {
+            notes.push(format!("{} duplicate deliveries", self.duplicates));
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+}
+
+/// How long to wait for `events` deliveries: generous, so a slow run is reported, not aborted.
+fn patience(events: u64) -> Duration {
+    Duration::from_secs(60 + events / 500)
+}
+
+async fn wait(rig: &Rig, seqs: Range<u64>) -> (u64, Duration) {
+    let expected = seqs.end - seqs.start;
+    let started = tokio::time::Instant::now();
+    let delivered = rig.tally.wait_for(seqs, expected, patience(expected)).await;
+    (delivered, started.elapsed())
+}
+
+fn result(rig: &Rig, seqs: Range<u64>, delivered: u64, waited: Duration) -> FlowResult {
+    FlowResult {
+        expected: seqs.end - seqs.start,
+        delivered,
+        duplicates: rig.tally.duplicates(),
+        throughput: rig.tally.throughput(seqs.clone()),
+        latencies: rig.tally.latencies(seqs),
+        waited,
+    }
+}
+
+/// Publishes each range into its tenant's stream as fast as acks allow, all tenants at once.
+async fn burst_all(rig: &Rig, parts: &[(String, Range<u64>)]) -> anyhow::Result<()> {
+    let mut contexts = Vec::with_capacity(parts.len());
+    for (tenant, seqs) in parts {
+        contexts.push((rig.jetstream(tenant).await?, seqs.clone()));
+    }
+    let tasks: Vec<_> = contexts
+        .into_iter()
+        .map(|(js, seqs)| {
+            let tally = rig.tally.clone();
+            tokio::spawn(async move { publish::burst(&js, &tally, seqs).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("a publisher panicked")??;
+    }
+    Ok(())
+}
+
+/// Publishes each range into its tenant's stream at `per_second` per tenant.
+async fn pace_all(
+    rig: &Rig,
+    parts: &[(String, Range<u64>)],
+    per_second: f64,
+) -> anyhow::Result<()> {
+    let mut contexts = Vec::with_capacity(parts.len());
+    for (tenant, seqs) in parts {
+        contexts.push((rig.jetstream(tenant).await?, seqs.clone()));
+    }
+    let tasks: Vec<_> = contexts
+        .into_iter()
+        .map(|(js, seqs)| {
+            let tally = rig.tally.clone();
+            tokio::spawn(async move { publish::paced(&js, tally, seqs, per_second).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("a publisher panicked")??;
+    }
+    Ok(())
+}
+
+fn assign(tenants: &[TenantPlan], first: u64, events: u64) -> Vec<(String, Range<u64>)> {
+    tenants
+        .iter()
+        .map(|t| t.name.clone())
+        .zip(split(first, events, tenants.len()))
+        .collect()
+}
+
+/// `tenants` accounts publish `events` in total as fast as they can; one webhook each.
+pub async fn throughput(env: &BenchEnv, tenants: usize, events: u64) -> anyhow::Result<FlowResult> {
+    let plans = TenantPlan::many(&format!("tp{tenants}"), tenants);
+    let parts = assign(&plans, 0, events);
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: plans,
+            tally_len: events as usize,
+            slow_delay: Duration::ZERO,
+        },
+    )
+    .await?;
+    rig.start_service().await?;
+    burst_all(&rig, &parts).await?;
+    let (delivered, waited) = wait(&rig, 0..events).await;
+    let result = result(&rig, 0..events, delivered, waited);
+    rig.stop().await?;
+    Ok(result)
+}
+
+/// `tenants` accounts publish `per_second` events in total for `duration`, evenly paced.
+pub async fn latency(
+    env: &BenchEnv,
+    tenants: usize,
+    per_second: f64,
+    duration: Duration,
+) -> anyhow::Result<FlowResult> {
+    let events = ((per_second * duration.as_secs_f64()) as u64).max(tenants as u64);
+    let plans = TenantPlan::many("lat", tenants);
+    let parts = assign(&plans, 0, events);
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: plans,
+            tally_len: events as usize,
+            slow_delay: Duration::ZERO,
+        },
+    )
+    .await?;
+    rig.start_service().await?;
+    pace_all(&rig, &parts, per_second / tenants as f64).await?;
+    let (delivered, waited) = wait(&rig, 0..events).await;
+    let result = result(&rig, 0..events, delivered, waited);
+    rig.stop().await?;
+    Ok(result)
+}
+
+/// What the fairness scenario saw.
+#[derive(Debug, Clone)]
+pub struct Fairness {
+    /// Tenant B alone.
+    pub alone: FlowResult,
+    /// Tenant B beside A's backlog.
+    pub beside_backlog: FlowResult,
+    /// How much of A's backlog had been delivered when B's last event arrived.
+    pub backlog_delivered: u64,
+    pub backlog: u64,
+}
+
+/// Tenant B publishes `per_second` for `duration`, first alone, then while tenant A's
+/// `backlog` (published before jetpost starts) is being delivered.
+pub async fn fairness(
+    env: &BenchEnv,
+    backlog: u64,
+    per_second: f64,
+    duration: Duration,
+) -> anyhow::Result<Fairness> {
+    let b_events = ((per_second * duration.as_secs_f64()) as u64).max(1);
+    let plans = vec![TenantPlan::fast("tenant-a"), TenantPlan::fast("tenant-b")];
+
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: plans.clone(),
+            tally_len: b_events as usize,
+            slow_delay: Duration::ZERO,
+        },
+    )
+    .await?;
+    rig.start_service().await?;
+    pace_all(&rig, &[("tenant-b".into(), 0..b_events)], per_second).await?;
+    let (delivered, waited) = wait(&rig, 0..b_events).await;
+    let alone = result(&rig, 0..b_events, delivered, waited);
+    rig.stop().await?;
+
+    let b_seqs = backlog..backlog + b_events;
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: plans,
+            tally_len: (backlog + b_events) as usize,
+            slow_delay: Duration::ZERO,
+        },
+    )
+    .await?;
+    burst_all(&rig, &[("tenant-a".into(), 0..backlog)]).await?;
+    rig.start_service().await?;
+    pace_all(&rig, &[("tenant-b".into(), b_seqs.clone())], per_second).await?;
+    let (delivered, waited) = wait(&rig, b_seqs.clone()).await;
+    let backlog_delivered = rig.tally.arrived_among(0..backlog);
+    let beside_backlog = result(&rig, b_seqs, delivered, waited);
+    rig.stop().await?;
+    Ok(Fairness {
+        alone,
+        beside_backlog,
+        backlog_delivered,
+        backlog,
+    })
+}
+
+/// What the slow-endpoint scenario saw: the fast tenants' deliveries without and with a slow
+/// destination beside them.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    pub without_slow: FlowResult,
+    pub with_slow: FlowResult,
+    pub slow_events: u64,
+}
+
+/// `fast_tenants` publish `events` in total, first alone, then with one more tenant whose
+/// destination answers after `slow_delay` publishing its share alongside.
+pub async fn isolation(
+    env: &BenchEnv,
+    fast_tenants: usize,
+    events: u64,
+    slow_delay: Duration,
+) -> anyhow::Result<Isolation> {
+    let fast = TenantPlan::many("fast", fast_tenants);
+    let fast_parts = assign(&fast, 0, events);
+
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: fast.clone(),
+            tally_len: events as usize,
+            slow_delay,
+        },
+    )
+    .await?;
+    rig.start_service().await?;
+    burst_all(&rig, &fast_parts).await?;
+    let (delivered, waited) = wait(&rig, 0..events).await;
+    let without_slow = result(&rig, 0..events, delivered, waited);
+    rig.stop().await?;
+
+    let slow_events = (events / fast_tenants.max(1) as u64).max(1);
+    let mut tenants = fast;
+    tenants.push(TenantPlan {
+        name: "slow".into(),
+        slow: true,
+    });
+    let mut parts = fast_parts;
+    parts.push(("slow".into(), events..events + slow_events));
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants,
+            tally_len: (events + slow_events) as usize,
+            slow_delay,
+        },
+    )
+    .await?;
+    rig.start_service().await?;
+    burst_all(&rig, &parts).await?;
+    let (delivered, waited) = wait(&rig, 0..events).await;
+    let with_slow = result(&rig, 0..events, delivered, waited);
+    rig.stop().await?;
+    Ok(Isolation {
+        without_slow,
+        with_slow,
+        slow_events,
+    })
+}

@@ -1,0 +1,480 @@
+//! The scenarios by name and the rows each one reports: what is compared with what, and the
+//! issue's targets. A scenario that fails reports its error as a row; the others still run.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::flow::{self, FlowResult};
+use super::limits::{self, Limits};
+use super::report::{LatencySeries, Row};
+use super::rig::BenchEnv;
+use super::{Sizes, StoreChoice, accounts, store_ingest};
+
+/// One benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Raw JetStream publish and pull + ack, raw HTTP POST: the machine's limits.
+    Limits,
+    /// `Ingest::accept` on SQLite and Postgres.
+    Store,
+    /// 1, 10 and 100 tenants publishing a burst: events/s to the last webhook.
+    Throughput,
+    /// Publish → webhook percentiles at half the throughput.
+    Latency,
+    /// A fresh tenant's latency beside another tenant's backlog.
+    Fairness,
+    /// Fast destinations' throughput beside one that answers after 2 s.
+    SlowEndpoint,
+    /// Thousands of idle accounts: memory, CPU, add → consume.
+    Accounts,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Limits,
+        Scenario::Store,
+        Scenario::Throughput,
+        Scenario::Latency,
+        Scenario::Fairness,
+        Scenario::SlowEndpoint,
+        Scenario::Accounts,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Limits => "limits",
+            Scenario::Store => "store",
+            Scenario::Throughput => "throughput",
+            Scenario::Latency => "latency",
+            Scenario::Fairness => "fairness",
+            Scenario::SlowEndpoint => "slow-endpoint",
+            Scenario::Accounts => "accounts",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|scenario| scenario.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario \"{s}\"; choose from {}", names.join(", "))
+            })
+    }
+}
+
+/// A benchmark run in progress: results so far, which later scenarios compare with.
+pub struct Run {
+    env: BenchEnv,
+    sizes: Sizes,
+    progress: bool,
+    limits: Limits,
+    /// Events/s of the throughput run with `latency_tenants` tenants.
+    latency_base_rate: Option<f64>,
+    rows: Vec<Row>,
+    latencies: Vec<LatencySeries>,
+}
+
+impl Run {
+    pub fn new(env: BenchEnv, sizes: Sizes, progress: bool) -> Run {
+        Run {
+            env,
+            sizes,
+            progress,
+            limits: Limits::default(),
+            latency_base_rate: None,
+            rows: Vec::new(),
+            latencies: Vec::new(),
+        }
+    }
+
+    pub fn finish(self) -> (Vec<Row>, Vec<LatencySeries>) {
+        (self.rows, self.latencies)
+    }
+
+    fn say(&self, line: impl fmt::Display) {
+        if self.progress {
+            eprintln!("[bench] {line}");
+        }
+    }
+
+    /// Runs one scenario; an error becomes a row saying what failed.
+    pub async fn scenario(&mut self, scenario: Scenario, postgres_url: Option<&str>) {
+        self.say(format_args!("{scenario}: starting"));
+        let started = std::time::Instant::now();
+        let result = match scenario {
+            Scenario::Limits => self.limits().await,
+            Scenario::Store => self.store(postgres_url).await,
+            Scenario::Throughput => self.throughput().await,
+            Scenario::Latency => self.latency().await,
+            Scenario::Fairness => self.fairness().await,
+            Scenario::SlowEndpoint => self.slow_endpoint().await,
+            Scenario::Accounts => self.accounts().await,
+        };
+        if let Err(err) = result {
+            self.say(format_args!("{scenario}: failed: {err:#}"));
+            self.rows.push(
+                Row::new(scenario.name(), "scenario failed", None, "")
+                    .note(format!("{err:#}").replace('|', "/")),
+            );
+        }
+        self.say(format_args!(
+            "{scenario}: done in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+
+    async fn limits(&mut self) -> anyhow::Result<()> {
+        let n = self.sizes.limit_messages;
+        let (publish, pull) = limits::jetstream(&self.env, n).await?;
+        self.limits.publish_per_second = Some(publish);
+        self.limits.pull_ack_per_second = Some(pull);
+        self.rows.push(Row::new(
+            "limits",
+            format!("JetStream publish, async acks (window 1024), {n} msgs"),
+            Some(publish),
+            "msgs/s",
+        ));
+        self.rows.push(Row::new(
+            "limits",
+            format!("JetStream pull + ack, plain async-nats loop, {n} msgs"),
+            Some(pull),
+            "msgs/s",
+        ));
+        let http = limits::http(n).await?;
+        self.limits.http_per_second = Some(http);
+        self.rows.push(Row::new(
+            "limits",
+            format!(
+                "HTTP POST to the receiver, {} in flight, {n} requests",
+                limits::HTTP_IN_FLIGHT
+            ),
+            Some(http),
+            "req/s",
+        ));
+        Ok(())
+    }
+
+    async fn store(&mut self, postgres_url: Option<&str>) -> anyhow::Result<()> {
+        let (events, tasks) = (self.sizes.store_events, self.sizes.store_tasks);
+        let mut backends = vec![StoreChoice::Sqlite];
+        if let Some(url) = postgres_url {
+            backends.push(StoreChoice::Postgres(url.to_owned()));
+        }
+        for backend in backends {
+            let metric = format!("Ingest::accept on {backend}, {tasks} tasks, {events} events");
+            let row = match store_ingest::ingest_rate(&backend, events, tasks).await {
+                Ok(rate) => Row::new("store", metric, Some(rate), "events/s").against(
+                    "JetStream pull + ack",
+                    self.limits.pull_ack_per_second,
+                    "msgs/s",
+                ),
+                Err(err) => Row::new("store", metric, None, "events/s")
+                    .note(format!("{err:#}").replace('|', "/")),
+            };
+            self.rows.push(row);
+        }
+        Ok(())
+    }
+
+    async fn throughput(&mut self) -> anyhow::Result<()> {
+        let events = self.sizes.throughput_events;
+        for tenants in self.sizes.tenant_counts.clone() {
+            self.say(format_args!("throughput: {tenants} tenant(s)"));
+            let result = flow::throughput(&self.env, tenants, events).await?;
+            if tenants == self.sizes.latency_tenants {
+                self.latency_base_rate = result.throughput.map(|t| t.per_second);
+            }
+            self.push_throughput(tenants, events, &result);
+        }
+        Ok(())
+    }
+
+    fn push_throughput(&mut self, tenants: usize, events: u64, result: &FlowResult) {
+        let (lower, label) = match self.limits.lower() {
+            Some((value, label)) => (Some(value), format!("lower limit: {label}")),
+            None => (None, "lower limit (run `limits`)".to_owned()),
+        };
+        let complete = result.delivered == result.expected;
+        let mut row = Row::new(
+            "throughput",
+            format!(
+                "{tenants} tenant{}, {events} events, first publish → last webhook",
+                if tenants == 1 { "" } else { "s" }
+            ),
+            result.throughput.map(|t| t.per_second),
+            "events/s",
+        )
+        .against(label, lower, "msgs/s")
+        .target("≥ 50 % of the lower limit", |r| {
+            r.percent_of_baseline.map(|p| p >= 50.0 && complete)
+        });
+        if let Some(note) = result.shortfall() {
+            row = row.note(note);
+        }
+        self.rows.push(row);
+    }
+
+    async fn latency(&mut self) -> anyhow::Result<()> {
+        let tenants = self.sizes.latency_tenants;
+        let base = match self.latency_base_rate {
+            Some(rate) => rate,
+            None => {
+                self.say("latency: measuring the throughput it halves first");
+                let events = self.sizes.throughput_events;
+                let result = flow::throughput(&self.env, tenants, events).await?;
+                self.push_throughput(tenants, events, &result);
+                result
+                    .throughput
+                    .map(|t| t.per_second)
+                    .ok_or_else(|| anyhow::anyhow!("the throughput run delivered nothing"))?
+            }
+        };
+        let rate = base / 2.0;
+        self.say(format_args!("latency: {rate:.0} events/s"));
+        let result = flow::latency(&self.env, tenants, rate, self.sizes.latency_duration).await?;
+        let context = format!(
+            "{rate:.0} events/s from {tenants} tenants (half the {tenants}-tenant throughput), {} s",
+            self.sizes.latency_duration.as_secs()
+        );
+        let l = &result.latencies;
+        let mut p99 = Row::new(
+            "latency",
+            "publish → webhook p99",
+            l.percentile_ms(99.0),
+            "ms",
+        )
+        .target("≤ 25 ms", |r| {
+            r.value
+                .map(|v| v <= 25.0 && result.delivered == result.expected)
+        });
+        if let Some(note) = result.shortfall() {
+            p99 = p99.note(note);
+        }
+        self.rows.push(
+            Row::new(
+                "latency",
+                "publish → webhook p50",
+                l.percentile_ms(50.0),
+                "ms",
+            )
+            .note(context),
+        );
+        self.rows.push(p99);
+        self.rows.push(Row::new(
+            "latency",
+            "publish → webhook max",
+            l.max_ms(),
+            "ms",
+        ));
+        self.latencies
+            .extend(LatencySeries::from("publish → webhook at half load", l));
+        Ok(())
+    }
+
+    async fn fairness(&mut self) -> anyhow::Result<()> {
+        let s = &self.sizes;
+        let result = flow::fairness(
+            &self.env,
+            s.fairness_backlog,
+            s.fairness_rate,
+            s.fairness_duration,
+        )
+        .await?;
+        let alone = &result.alone.latencies;
+        let beside = &result.beside_backlog.latencies;
+        let backlog_note = format!(
+            "{} of A's {} backlog delivered when B's last event arrived",
+            result.backlog_delivered, result.backlog
+        );
+        let complete = result.beside_backlog.delivered == result.beside_backlog.expected;
+        let mut p99 = Row::new(
+            "fairness",
+            format!(
+                "tenant B ({} events/s) p99 beside A's {} backlog",
+                s.fairness_rate, s.fairness_backlog
+            ),
+            beside.percentile_ms(99.0),
+            "ms",
+        )
+        .against("B alone", alone.percentile_ms(99.0), "ms")
+        .target("≤ 2× alone", |r| {
+            r.percent_of_baseline.map(|p| p <= 200.0 && complete)
+        })
+        .note(backlog_note);
+        if let Some(note) = result.beside_backlog.shortfall() {
+            p99 = p99.note(note);
+        }
+        self.rows.push(
+            Row::new(
+                "fairness",
+                "tenant B p50 beside the backlog",
+                beside.percentile_ms(50.0),
+                "ms",
+            )
+            .against("B alone", alone.percentile_ms(50.0), "ms"),
+        );
+        self.rows.push(p99);
+        self.latencies
+            .extend(LatencySeries::from("fairness: B alone", alone));
+        self.latencies.extend(LatencySeries::from(
+            "fairness: B beside A's backlog",
+            beside,
+        ));
+        Ok(())
+    }
+
+    async fn slow_endpoint(&mut self) -> anyhow::Result<()> {
+        let s = &self.sizes;
+        let result = flow::isolation(
+            &self.env,
+            s.isolation_tenants,
+            s.isolation_events,
+            s.slow_delay,
+        )
+        .await?;
+        let complete = result.with_slow.delivered == result.with_slow.expected;
+        let mut row = Row::new(
+            "slow endpoint",
+            format!(
+                "{} fast tenants, {} events, beside one endpoint answering after {:.1} s ({} events)",
+                s.isolation_tenants,
+                s.isolation_events,
+                s.slow_delay.as_secs_f64(),
+                result.slow_events
+            ),
+            result.with_slow.throughput.map(|t| t.per_second),
+            "events/s",
+        )
+        .against(
+            "same without the slow one",
+            result.without_slow.throughput.map(|t| t.per_second),
+            "events/s",
+        )
+        .target("costs the fast ones ≤ 10 %", |r| {
+            r.percent_of_baseline.map(|p| p >= 90.0 && complete)
+        });
+        if let Some(note) = result.with_slow.shortfall() {
+            row = row.note(note);
+        }
+        self.rows.push(row);
+        self.latencies.extend(LatencySeries::from(
+            "fast tenants beside a slow endpoint (a burst: includes queueing)",
+            &result.with_slow.latencies,
+        ));
+        Ok(())
+    }
+
+    async fn accounts(&mut self) -> anyhow::Result<()> {
+        let jetpost = self.env.jetpost_exe.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the accounts scenario runs `jetpost serve`, but no jetpost executable was given"
+            )
+        })?;
+        for idle in self.sizes.idle_accounts.clone() {
+            self.say(format_args!("accounts: {idle} idle accounts"));
+            let s = accounts::scale(
+                &self.env,
+                idle,
+                self.sizes.added_accounts,
+                self.sizes.idle_window,
+                &jetpost,
+                &|line| self.say(line),
+            )
+            .await?;
+            let n = crate::bench::report::number(idle as f64);
+            self.rows.push(Row::new(
+                "accounts",
+                format!("{n} accounts: nats-server start + streams and consumers created"),
+                Some(s.provisioning.as_secs_f64()),
+                "s",
+            ));
+            let mut connected = Row::new(
+                "accounts",
+                format!("{n} accounts: written to accounts_dir → all connected"),
+                s.connecting.map(|d| d.as_secs_f64()),
+                "s",
+            );
+            if s.connecting.is_none() {
+                connected = connected.note("not all connected in time");
+            }
+            self.rows.push(connected);
+            self.rows.push(
+                Row::new(
+                    "accounts",
+                    format!("{n} idle accounts: jetpost RSS per account"),
+                    s.rss_per_account.map(|b| b / 1024.0),
+                    "KiB",
+                )
+                .target("≤ 48 KiB", |r| r.value.map(|v| v <= 48.0)),
+            );
+            let scaled_target = 5.0 * idle as f64 / 10_000.0;
+            let cpu_target = if idle == 10_000 {
+                "≤ 5 % of a core".to_owned()
+            } else {
+                format!("≤ 5 % at 10,000 (≤ {scaled_target:.2} % at {n})")
+            };
+            self.rows.push(
+                Row::new(
+                    "accounts",
+                    format!(
+                        "{n} idle accounts: jetpost CPU over {} s",
+                        self.sizes.idle_window.as_secs()
+                    ),
+                    s.idle_cpu_percent,
+                    "% of a core",
+                )
+                .target(cpu_target, |r| r.value.map(|v| v <= scaled_target)),
+            );
+            self.rows.push(Row::new(
+                "accounts",
+                format!("{n} idle accounts: nats-server RSS"),
+                s.server_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+                "MiB",
+            ));
+            self.rows.push(Row::new(
+                "accounts",
+                format!("{n} idle accounts: nats-server CPU"),
+                s.server_idle_cpu_percent,
+                "% of a core",
+            ));
+            let l = &s.add_to_consume;
+            let missed = s.adds_missed;
+            let mut p99 = Row::new(
+                "accounts",
+                format!(
+                    "accounts_dir add → first event consumed p99 ({} adds beside {n})",
+                    s.adds
+                ),
+                l.percentile_ms(99.0),
+                "ms",
+            )
+            .target("≤ 1 s", |r| r.value.map(|v| v <= 1000.0 && missed == 0));
+            if missed > 0 {
+                p99 = p99.note(format!("{missed} adds not consumed within 30 s"));
+            }
+            self.rows.push(Row::new(
+                "accounts",
+                "accounts_dir add → first event consumed p50",
+                l.percentile_ms(50.0),
+                "ms",
+            ));
+            self.rows.push(p99);
+            self.latencies.extend(LatencySeries::from(
+                format!("accounts_dir add → consumed ({n} idle)"),
+                l,
+            ));
+        }
+        Ok(())
+    }
+}

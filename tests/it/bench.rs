@@ -1,0 +1,49 @@
+//! `jetpost bench` proves its harness: tiny scenarios through `bench::run` against a real
+//! nats-server, store and receiver. Only that results come back is checked, never their speed.
+
+use std::path::Path;
+
+use jetpost::bench::{self, BenchOptions, Scenario, Sizes, StoreChoice};
+use jetpost::local_nats::BinaryLookup;
+
+fn options(scenarios: Vec<Scenario>, dir: &Path) -> BenchOptions {
+    BenchOptions {
+        sizes: Sizes::tiny(),
+        mode: "tiny".into(),
+        scenarios,
+        store: StoreChoice::Sqlite,
+        postgres_url: None,
+        nats: BinaryLookup::from_env(Some(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        jetpost_exe: Some(env!("CARGO_BIN_EXE_jetpost").into()),
+        json: Some(dir.join("bench.json")),
+        svg: Some(dir.join("bench.svg")),
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_run_measures_limits_and_store_ingest_and_writes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(options(vec![Scenario::Limits, Scenario::Store], dir.path()))
+        .await
+        .unwrap();
+    let failed: Vec<_> = report.rows.iter().filter(|r| r.value.is_none()).collect();
+    assert!(failed.is_empty(), "rows without a value: {failed:#?}");
+    let metrics: Vec<&str> = report.rows.iter().map(|r| r.scenario.as_str()).collect();
+    assert_eq!(metrics, ["limits", "limits", "limits", "store"]);
+    assert!(report.rows.iter().all(|r| r.value.unwrap() > 0.0));
+    // The store row is compared with the JetStream limit measured in the same run.
+    assert!(report.rows[3].percent_of_baseline.is_some());
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bench.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 4);
+    assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1);
+    let svg = std::fs::read_to_string(dir.path().join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert!(
+        report
+            .markdown()
+            .contains("| limits | JetStream pull + ack")
+    );
+}
