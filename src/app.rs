@@ -48,7 +48,7 @@ pub async fn run(
         },
     ));
     let background = CancellationToken::new();
-    tokio::spawn(follow_routing_changes(
+    let routing_feed = tokio::spawn(follow_routing_changes(
         store.clone(),
         ingest.clone(),
         background.clone(),
@@ -103,6 +103,8 @@ pub async fn run(
     info!("shutting down: letting delivery attempts in flight finish");
     dispatcher.stop().await;
     background.cancel();
+    // The change feed holds a store connection: let it end before the pool closes under it.
+    let _ = routing_feed.await;
     store.close().await;
     info!("stopped");
     served
