@@ -92,14 +92,34 @@ pub async fn run(
         dispatcher: dispatcher.health(),
     };
     info!(address = %listener.local_addr()?, "HTTP API listening");
-    let server = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await.context("HTTP server failed");
+    let mut server = tokio::spawn(
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    // Until asked to stop (or the server fails on its own).
+    let failed_early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut server => Some(ended),
+    };
 
+    // The API drains its requests while the NATS source stops pulling and settles in flight.
     info!("shutting down: stopping the NATS source");
-    if let Some(source) = source {
-        source.stop().await;
-    }
+    let stop_source = async {
+        if let Some(source) = source {
+            source.stop().await;
+        }
+    };
+    let drain_api = async {
+        match failed_early {
+            Some(ended) => ended,
+            None => server.await,
+        }
+    };
+    let (served, ()) = tokio::join!(drain_api, stop_source);
+    let served = served
+        .context("HTTP server task panicked")
+        .and_then(|r| r.context("HTTP server failed"));
     info!("shutting down: letting delivery attempts in flight finish");
     dispatcher.stop().await;
     background.cancel();
