@@ -207,3 +207,53 @@ async fn health_accounts_and_prometheus() {
         "publishing counts ingested events: {text}"
     );
 }
+
+/// The database going away makes `/healthz` 503 naming the store, and coming back heals it
+/// without a restart (the machine's Postgres behind a proxy the test cuts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_the_store_is_unreachable_and_recovers() {
+    use crate::support::db::TestDb;
+    use crate::support::proxy::Proxy;
+
+    let db = TestDb::postgres().await;
+    let mut url = reqwest::Url::parse(db.url()).unwrap();
+    let target = url.socket_addrs(|| Some(5432)).unwrap()[0];
+    let proxy = Proxy::start(target).await;
+    url.set_port(Some(proxy.port())).unwrap();
+    let svc = Service::start_with(db, |config| {
+        config.database_url = jetpost::config::DatabaseUrl::new(url.as_str());
+    })
+    .await;
+    let (status, health) = svc.get("/healthz", &Auth::None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["workers"]["store"]["backend"], "postgres");
+
+    proxy.cut();
+    let health = wait_for_health(&svc, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(health["status"], "failed", "{health}");
+    assert_eq!(health["workers"]["store"]["status"], "failed", "{health}");
+    assert_eq!(health["workers"]["http-server"]["status"], "healthy");
+    // The API still answers, with the store's error rather than a hang.
+    let (status, _) = svc.get("/api/v1/tenants/t1", &Auth::Admin).await;
+    assert!(status.is_server_error(), "{status}");
+
+    proxy.restore();
+    let health = wait_for_health(&svc, StatusCode::OK).await;
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["workers"]["store"]["status"], "healthy");
+}
+
+async fn wait_for_health(svc: &Service, want: StatusCode) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, health) = svc.get("/healthz", &Auth::None).await;
+        if status == want {
+            return health;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz stayed {status} (wanted {want}): {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

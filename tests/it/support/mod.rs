@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod db;
 pub mod nats;
 pub mod pipeline;
+pub mod proxy;
 pub mod receiver;
 pub mod serve;
 pub mod sink;
