@@ -329,18 +329,31 @@ impl Store {
     /// destination was disabled or deleted meanwhile are cancelled rather than returned. An
     /// expired lease is claimable again (at-least-once). Cost: a few index probes per
     /// destination that has queued deliveries, independent of the backlog's size.
+    ///
+    /// A delivery whose destination credentials cannot be opened (wrong or missing
+    /// `AES_ENCRYPTION_SECRET`) is logged and left under its lease: it is claimed again when
+    /// the lease runs out, costs no attempt, and does not hold up the other deliveries.
     pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
         let rows = on_db!(self, db => db.claim_due(req).await)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(ClaimedDelivery {
-                    delivery: r.delivery,
-                    lease: r.lease,
-                    event: r.event,
-                    destination: self.open(r.destination)?,
-                })
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            match self.open(row.destination) {
+                Ok(destination) => claimed.push(ClaimedDelivery {
+                    delivery: row.delivery,
+                    lease: row.lease,
+                    event: row.event,
+                    destination,
+                }),
+                Err(err) => tracing::error!(
+                    tenant = %row.delivery.tenant_id,
+                    event_id = %row.delivery.event_id,
+                    destination_id = %row.delivery.destination_id,
+                    "delivery postponed until {}: {err}",
+                    row.lease.expires_at.to_rfc3339()
+                ),
+            }
+        }
+        Ok(claimed)
     }
 
     /// Records `attempt` and applies `outcome` to the delivery, in one transaction, if `lease`

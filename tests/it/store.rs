@@ -45,6 +45,7 @@ conformance!(
     destinations_crud_disable_and_soft_delete,
     credentials_are_encrypted_at_rest,
     credentials_need_the_right_secret,
+    unreadable_credentials_postpone_only_their_deliveries,
     duplicate_events_are_reported_and_write_nothing,
     event_data_bytes_round_trip_exactly,
     concurrent_batches_store_each_event_once,
@@ -367,6 +368,50 @@ async fn credentials_are_encrypted_at_rest(db: TestDb) {
         .raw_texts("SELECT credentials FROM destinations WHERE id = 'd2'")
         .await;
     assert_eq!(raw, vec![None]);
+}
+
+/// A destination sealed under another key (a wrong `AES_ENCRYPTION_SECRET`) keeps its own
+/// deliveries waiting under their lease; the other destinations' deliveries are claimed.
+async fn unreadable_credentials_postpone_only_their_deliveries(db: TestDb) {
+    let store = with_destinations(&db, &["good"]).await;
+    let other_key = Store::connect(db.url(), Some("another-secret"))
+        .await
+        .unwrap();
+    other_key
+        .create_destination(&webhook("t1", "sealed", "whsec_2"))
+        .await
+        .unwrap();
+    store
+        .insert_events(&[event("t1", "e1", &["good", "sealed"])])
+        .await
+        .unwrap();
+
+    let claimed = store.claim_due(&claim("w", later(1), 10)).await.unwrap();
+    let to: Vec<&str> = claimed.iter().map(|c| c.destination.id.as_str()).collect();
+    assert_eq!(to, vec!["good"]);
+    // Left leased, not failed or cancelled: due again when the lease runs out.
+    let deliveries = store.list_deliveries("t1", "e1").await.unwrap();
+    let sealed = deliveries
+        .iter()
+        .find(|d| d.destination_id == "sealed")
+        .unwrap();
+    assert_eq!(sealed.status, DeliveryStatus::Delivering);
+    assert_eq!(sealed.attempts, 0);
+    assert!(
+        store
+            .claim_due(&claim("w", later(2), 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The right key opens it once the lease has run out.
+    let claimed = other_key
+        .claim_due(&claim("w", later(120), 10))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].destination.id, "sealed");
+    assert_eq!(claimed[0].destination.credentials.0["secret"], "whsec_2");
 }
 
 async fn credentials_need_the_right_secret(db: TestDb) {
