@@ -88,7 +88,7 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
             }
             events[&key]
                 .clone()
-                .map(|e| EventView::of(e, include.event_data))
+                .map(|e| EventView::for_attempt(e, include.event_data, &a.destination_id))
                 .transpose()?
         } else {
             None

@@ -19,12 +19,16 @@ use super::query::Params;
 use super::{Ctx, CtxState};
 use crate::store::{Event, EventFilter, PageRequest};
 
-/// Outpost's `Event` (and, without `data`, its `EventSummary`).
+/// Outpost's `Event`; inside an attempt, its `EventFull` (or, without `data`, `EventSummary`),
+/// which names the attempt's destination instead of every matched one.
 #[derive(Debug, Serialize)]
 pub struct EventView {
     id: String,
     tenant_id: String,
-    matched_destination_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched_destination_ids: Option<Vec<String>>,
     topic: String,
     time: DateTime<Utc>,
     eligible_for_retry: bool,
@@ -48,12 +52,22 @@ impl EventView {
         Ok(EventView {
             id: e.id,
             tenant_id: e.tenant_id,
-            matched_destination_ids: e.destination_ids,
+            destination_id: None,
+            matched_destination_ids: Some(e.destination_ids),
             topic: e.topic,
             time: e.time,
             eligible_for_retry: e.eligible_for_retry,
             metadata: e.metadata.filter(|m| !m.is_empty()),
             data,
+        })
+    }
+
+    /// The event as an attempt shows it: for the attempt's destination.
+    pub fn for_attempt(e: Event, with_data: bool, destination_id: &str) -> ApiResult<EventView> {
+        Ok(EventView {
+            destination_id: Some(destination_id.to_owned()),
+            matched_destination_ids: None,
+            ..EventView::of(e, with_data)?
         })
     }
 }

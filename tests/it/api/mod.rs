@@ -152,6 +152,7 @@ impl Service {
         auth: &Auth,
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
+        let method_name = method.to_string();
         let mut req = self
             .client
             .request(method, self.url(path))
@@ -177,6 +178,9 @@ impl Service {
                 )
             })
         };
+        if !json.is_null() {
+            crate::support::contract::check(&method_name, path, status.as_u16(), &json);
+        }
         (status, json)
     }
 
@@ -188,6 +192,7 @@ impl Service {
         auth: &Auth,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
+        let method_name = method.to_string();
         let mut req = self
             .client
             .request(method, self.url(path))
@@ -201,10 +206,11 @@ impl Service {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let bytes = resp.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !json.is_null() {
+            crate::support::contract::check(&method_name, path, status.as_u16(), &json);
+        }
+        (status, json)
     }
 
     pub async fn get(&self, path: &str, auth: &Auth) -> (StatusCode, Value) {

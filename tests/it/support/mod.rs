@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aggregate;
+pub mod contract;
 pub mod db;
 pub mod nats;
 pub mod pipeline;
