@@ -2,6 +2,7 @@
 //! usually, a `user.creds`. Each directory loads on its own, so one broken account is reported
 //! and the others still load. Blocking file I/O: call from `spawn_blocking` in async code.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -39,37 +40,151 @@ pub struct DirScan {
 /// still being provisioned and are skipped; names starting with `.` (e.g. Kubernetes' `..data`)
 /// are not accounts.
 pub fn scan(root: &Path) -> Result<DirScan, String> {
-    let entries = std::fs::read_dir(root)
-        .map_err(|err| format!("accounts_dir {}: cannot be read: {err}", root.display()))?;
-    let mut scan = DirScan::default();
-    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        // fs::metadata follows symlinks: a symlinked account directory counts as a directory.
-        if name.starts_with('.')
-            || !std::fs::metadata(&path)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-        {
-            continue;
+    DirCache::default().scan(root, Rescan::Changed)
+}
+
+/// Which directories `DirCache::scan` reads again.
+#[derive(Debug, Clone, Copy)]
+pub enum Rescan<'a> {
+    /// Every directory whose `meta.yaml` or creds file changed since it was last read, judged by
+    /// the files' metadata (size, times, inode): a few `stat`s per directory instead of reading,
+    /// parsing and hashing it.
+    Changed,
+    /// These directories (named by file-system events); the others are taken as they were.
+    Named(&'a HashSet<String>),
+}
+
+/// The accounts directory as last read, so that a rescan re-reads only what changed: with
+/// thousands of accounts, reading every directory on each change or resync costs more than
+/// everything else an idle account does.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    dirs: HashMap<String, Loaded>,
+}
+
+/// One directory as last read, and the metadata of its files when they were read.
+#[derive(Debug)]
+struct Loaded {
+    stamp: Stamp,
+    result: Result<Option<AccountSpec>, String>,
+}
+
+/// Which versions of a directory's files a load read. Taken *before* each file is read, so that
+/// a write racing the read makes the stamp older than the content (read again next time), never
+/// newer (missed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    meta: Option<FileStamp>,
+    /// The creds file the account uses (or would use: `user.creds` while there is none).
+    creds_path: PathBuf,
+    creds: Option<FileStamp>,
+}
+
+impl Stamp {
+    fn current(&self, dir: &Path) -> Stamp {
+        Stamp {
+            meta: FileStamp::of(&dir.join("meta.yaml")),
+            creds_path: self.creds_path.clone(),
+            creds: FileStamp::of(&self.creds_path),
         }
-        dirs.push((name, path));
     }
-    dirs.sort();
-    for (dir, path) in dirs {
-        match load_account(&dir, &path) {
-            Ok(Some(account)) => scan.accounts.push(account),
-            Ok(None) => {}
-            Err(error) => scan.problems.push(DirProblem { dir, error }),
+}
+
+/// What tells one version of a file from another without reading it (symlinks followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    changed: (i64, i64),
+    #[cfg(unix)]
+    inode: (u64, u64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Some(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            #[cfg(unix)]
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
+impl DirCache {
+    /// Reads the accounts directory like `scan`, re-reading only the directories `rescan` picks
+    /// (and new ones); removed directories are forgotten.
+    pub fn scan(&mut self, root: &Path, rescan: Rescan<'_>) -> Result<DirScan, String> {
+        let entries = std::fs::read_dir(root)
+            .map_err(|err| format!("accounts_dir {}: cannot be read: {err}", root.display()))?;
+        let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            // A symlinked account directory counts as a directory (fs::metadata follows it).
+            let is_dir = match entry.file_type() {
+                Ok(kind) if kind.is_symlink() => std::fs::metadata(&path).is_ok_and(|m| m.is_dir()),
+                Ok(kind) => kind.is_dir(),
+                Err(_) => false,
+            };
+            if is_dir {
+                dirs.push((name, path));
+            }
         }
+        dirs.sort();
+        let mut scan = DirScan::default();
+        let mut seen = HashMap::with_capacity(dirs.len());
+        for (dir, path) in dirs {
+            let loaded = match (self.dirs.remove(&dir), rescan) {
+                (Some(cached), Rescan::Named(names)) if !names.contains(&dir) => cached,
+                (Some(cached), Rescan::Changed) if cached.stamp.current(&path) == cached.stamp => {
+                    cached
+                }
+                _ => load(&dir, &path),
+            };
+            match &loaded.result {
+                Ok(Some(account)) => scan.accounts.push(account.clone()),
+                Ok(None) => {}
+                Err(error) => scan.problems.push(DirProblem {
+                    dir: dir.clone(),
+                    error: error.clone(),
+                }),
+            }
+            seen.insert(dir, loaded);
+        }
+        self.dirs = seen;
+        reject_duplicate_names(&mut scan);
+        Ok(scan)
     }
-    reject_duplicate_names(&mut scan);
-    Ok(scan)
 }
 
 /// Loads one account directory; `Ok(None)` when it has no `meta.yaml` yet.
 pub fn load_account(dir: &str, path: &Path) -> Result<Option<AccountSpec>, String> {
+    load(dir, path).result
+}
+
+fn load(dir: &str, path: &Path) -> Loaded {
+    let creds_path = path.join("user.creds");
+    let mut stamp = Stamp {
+        meta: FileStamp::of(&path.join("meta.yaml")),
+        creds: FileStamp::of(&creds_path),
+        creds_path,
+    };
+    let result = read_account(dir, path, &mut stamp);
+    Loaded { stamp, result }
+}
+
+/// Reads one account directory, recording in `stamp` which creds file it uses.
+fn read_account(dir: &str, path: &Path, stamp: &mut Stamp) -> Result<Option<AccountSpec>, String> {
     let meta_path = path.join("meta.yaml");
     let text = match std::fs::read_to_string(&meta_path) {
         Ok(text) => text,
@@ -97,8 +212,13 @@ pub fn load_account(dir: &str, path: &Path) -> Result<Option<AccountSpec>, Strin
         return Err(missing.join("; "));
     }
     let credentials_file = match meta.credentials_file.filter(|f| !f.trim().is_empty()) {
-        Some(file) => Some(path.join(file)), // an absolute `file` replaces `path`
-        None => Some(path.join("user.creds")).filter(|p| p.exists()),
+        Some(file) => {
+            let file = path.join(file); // an absolute `file` replaces `path`
+            stamp.creds = FileStamp::of(&file);
+            stamp.creds_path = file.clone();
+            Some(file)
+        }
+        None => Some(stamp.creds_path.clone()).filter(|_| stamp.creds.is_some()),
     };
     let credentials = match &credentials_file {
         Some(file) => Some(std::fs::read(file).map_err(|err| {
