@@ -60,6 +60,8 @@ pub enum Rescan<'a> {
 #[derive(Debug, Default)]
 pub struct DirCache {
     dirs: HashMap<String, Loaded>,
+    /// Directories read by the last scan (for logs and tests).
+    last_reads: usize,
 }
 
 /// One directory as last read, and the metadata of its files when they were read.
@@ -143,13 +145,17 @@ impl DirCache {
         dirs.sort();
         let mut scan = DirScan::default();
         let mut seen = HashMap::with_capacity(dirs.len());
+        self.last_reads = 0;
         for (dir, path) in dirs {
             let loaded = match (self.dirs.remove(&dir), rescan) {
                 (Some(cached), Rescan::Named(names)) if !names.contains(&dir) => cached,
                 (Some(cached), Rescan::Changed) if cached.stamp.current(&path) == cached.stamp => {
                     cached
                 }
-                _ => load(&dir, &path),
+                _ => {
+                    self.last_reads += 1;
+                    load(&dir, &path)
+                }
             };
             match &loaded.result {
                 Ok(Some(account)) => scan.accounts.push(account.clone()),
@@ -164,6 +170,13 @@ impl DirCache {
         self.dirs = seen;
         reject_duplicate_names(&mut scan);
         Ok(scan)
+    }
+}
+
+impl DirCache {
+    /// How many account directories the last scan read (the others were taken from the cache).
+    pub fn last_reads(&self) -> usize {
+        self.last_reads
     }
 }
 
@@ -376,6 +389,97 @@ mod tests {
         write(&elsewhere.path().join("acme/user.creds"), "v2");
         let second = scan(root.path()).unwrap().accounts[0].fingerprint;
         assert_ne!(first, second, "rotated creds must change the fingerprint");
+    }
+
+    #[test]
+    fn a_rescan_reads_only_changed_and_new_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for name in ["a", "b", "c"] {
+            write(
+                &r.join(format!("{name}/meta.yaml")),
+                &format!("stream: S\nconsumer: c\ntenant_id: {name}\n"),
+            );
+            write(&r.join(format!("{name}/user.creds")), "v1");
+        }
+        let mut cache = DirCache::default();
+        let first = cache.scan(r, Rescan::Changed).unwrap();
+        assert_eq!((first.accounts.len(), cache.last_reads()), (3, 3));
+
+        let again = cache.scan(r, Rescan::Changed).unwrap();
+        assert_eq!(cache.last_reads(), 0, "nothing changed, nothing read");
+        assert_eq!(again.accounts, first.accounts);
+
+        // A rotated creds file (written in place or renamed over) and a new directory are read;
+        // without any file-system event, by their metadata alone.
+        write(&r.join("b/user.creds"), "version 2");
+        write(&r.join("c/user.creds.tmp"), "v3");
+        std::fs::rename(r.join("c/user.creds.tmp"), r.join("c/user.creds")).unwrap();
+        write(
+            &r.join("d/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: d\n",
+        );
+        std::fs::remove_dir_all(r.join("a")).unwrap();
+        let changed = cache.scan(r, Rescan::Changed).unwrap();
+        assert_eq!(cache.last_reads(), 3);
+        let names: Vec<&str> = changed.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["b", "c", "d"]);
+        assert_ne!(
+            changed.accounts[0].fingerprint,
+            first.accounts[1].fingerprint
+        );
+        assert_ne!(
+            changed.accounts[1].fingerprint,
+            first.accounts[2].fingerprint
+        );
+
+        // A meta.yaml that appears later (the directory was still being provisioned).
+        std::fs::create_dir_all(r.join("e")).unwrap();
+        assert_eq!(cache.scan(r, Rescan::Changed).unwrap().accounts.len(), 3);
+        write(
+            &r.join("e/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: e\n",
+        );
+        assert_eq!(cache.scan(r, Rescan::Changed).unwrap().accounts.len(), 4);
+    }
+
+    #[test]
+    fn a_named_rescan_reads_the_named_directories_and_trusts_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for name in ["a", "b"] {
+            write(
+                &r.join(format!("{name}/meta.yaml")),
+                &format!("stream: S\nconsumer: c\ntenant_id: {name}\n"),
+            );
+        }
+        let mut cache = DirCache::default();
+        cache.scan(r, Rescan::Changed).unwrap();
+        write(
+            &r.join("a/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: a2\n",
+        );
+        write(
+            &r.join("b/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: b2\n",
+        );
+        let named: HashSet<String> = ["b".to_owned()].into();
+        let scan = cache.scan(r, Rescan::Named(&named)).unwrap();
+        assert_eq!(cache.last_reads(), 1);
+        let tenants: Vec<String> = scan
+            .accounts
+            .iter()
+            .map(AccountSpec::tenant_label)
+            .collect();
+        assert_eq!(tenants, ["a", "b2"]);
+        // The periodic resync catches what no event named.
+        let scan = cache.scan(r, Rescan::Changed).unwrap();
+        let tenants: Vec<String> = scan
+            .accounts
+            .iter()
+            .map(AccountSpec::tenant_label)
+            .collect();
+        assert_eq!(tenants, ["a2", "b2"]);
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Reconciler {
         .await;
         let scan = match scanned {
             Ok((Ok(scan), cache)) => {
-                debug!(elapsed = ?started.elapsed(), accounts = scan.accounts.len(), "accounts directory read");
+                debug!(elapsed = ?started.elapsed(), accounts = scan.accounts.len(), read = cache.last_reads(), "accounts directory read");
                 (scan, cache)
             }
             Ok((Err(err), cache)) => {

@@ -34,7 +34,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(120);
 /// The connection's initial read buffer (async-nats' default is 64 KiB): it grows when a
 /// message needs more, but an idle account never does, and over time every page of it is
 /// touched as the read position advances, so the default costs 64 KiB per account.
-const READ_BUFFER: u16 = 8 * 1024;
+const READ_BUFFER: u16 = 4 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What every account's pump shares.
