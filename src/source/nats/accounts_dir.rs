@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -31,7 +32,9 @@ pub struct DirProblem {
 /// The result of reading the whole accounts directory.
 #[derive(Debug, Default)]
 pub struct DirScan {
-    pub accounts: Vec<AccountSpec>,
+    /// Shared with the cache and the running account, so thousands of accounts are not copied
+    /// on every rescan.
+    pub accounts: Vec<Arc<AccountSpec>>,
     pub problems: Vec<DirProblem>,
 }
 
@@ -68,7 +71,7 @@ pub struct DirCache {
 #[derive(Debug)]
 struct Loaded {
     stamp: Stamp,
-    result: Result<Option<AccountSpec>, String>,
+    result: Result<Option<Arc<AccountSpec>>, String>,
 }
 
 /// Which versions of a directory's files a load read. Taken *before* each file is read, so that
@@ -181,7 +184,7 @@ impl DirCache {
 }
 
 /// Loads one account directory; `Ok(None)` when it has no `meta.yaml` yet.
-pub fn load_account(dir: &str, path: &Path) -> Result<Option<AccountSpec>, String> {
+pub fn load_account(dir: &str, path: &Path) -> Result<Option<Arc<AccountSpec>>, String> {
     load(dir, path).result
 }
 
@@ -192,7 +195,7 @@ fn load(dir: &str, path: &Path) -> Loaded {
         creds: FileStamp::of(&creds_path),
         creds_path,
     };
-    let result = read_account(dir, path, &mut stamp);
+    let result = read_account(dir, path, &mut stamp).map(|spec| spec.map(Arc::new));
     Loaded { stamp, result }
 }
 
@@ -466,19 +469,11 @@ mod tests {
         let named: HashSet<String> = ["b".to_owned()].into();
         let scan = cache.scan(r, Rescan::Named(&named)).unwrap();
         assert_eq!(cache.last_reads(), 1);
-        let tenants: Vec<String> = scan
-            .accounts
-            .iter()
-            .map(AccountSpec::tenant_label)
-            .collect();
+        let tenants: Vec<String> = scan.accounts.iter().map(|a| a.tenant_label()).collect();
         assert_eq!(tenants, ["a", "b2"]);
         // The periodic resync catches what no event named.
         let scan = cache.scan(r, Rescan::Changed).unwrap();
-        let tenants: Vec<String> = scan
-            .accounts
-            .iter()
-            .map(AccountSpec::tenant_label)
-            .collect();
+        let tenants: Vec<String> = scan.accounts.iter().map(|a| a.tenant_label()).collect();
         assert_eq!(tenants, ["a2", "b2"]);
     }
 

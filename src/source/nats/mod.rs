@@ -123,7 +123,7 @@ impl Reconciler {
             .map(|a| (a.name.clone(), a.clone()))
             .collect();
         for spec in fixed.values() {
-            self.start(spec.clone());
+            self.start(Arc::new(spec.clone()));
         }
         if let Some(dir) = config.accounts_dir.clone() {
             self.watch_dir(dir, &fixed, config.resync_interval).await;
@@ -135,10 +135,10 @@ impl Reconciler {
         while self.retiring.join_next().await.is_some() {}
     }
 
-    fn start(&mut self, spec: AccountSpec) {
+    fn start(&mut self, spec: Arc<AccountSpec>) {
         let status = self.board.account(&spec);
         info!(account = %spec.name, origin = ?spec.origin, "starting account");
-        let pump = Pump::start(Arc::new(spec), status, self.shared.clone(), &self.cancel);
+        let pump = Pump::start(spec, status, self.shared.clone(), &self.cancel);
         if let Some(old) = self.running.insert(pump.spec.name.clone(), pump) {
             self.retiring.spawn(old.drain());
         }
@@ -230,7 +230,7 @@ impl Reconciler {
             }
         };
         let (scan, cache) = scan;
-        let mut wanted: BTreeMap<String, AccountSpec> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, Arc<AccountSpec>> = BTreeMap::new();
         let mut problems: BTreeMap<String, String> = scan
             .problems
             .into_iter()
@@ -313,9 +313,9 @@ impl Reconciler {
 
     /// Starts the new connection and drains the old one once the new one consumes, so a
     /// credential rotation has no gap.
-    fn replace(&mut self, spec: AccountSpec) {
+    fn replace(&mut self, spec: Arc<AccountSpec>) {
         let status = self.board.account(&spec);
-        let pump = Pump::start(Arc::new(spec), status, self.shared.clone(), &self.cancel);
+        let pump = Pump::start(spec, status, self.shared.clone(), &self.cancel);
         let name = pump.spec.name.clone();
         let old = self.running.remove(&name);
         let ready = pump.ready();
