@@ -533,3 +533,95 @@ async fn aggregate_mode_takes_the_tenant_from_the_subject() {
     );
     source.stop().await;
 }
+
+/// A sink that holds every message until the gate opens, then commits it.
+struct GateSink {
+    gate: tokio::sync::Semaphore,
+}
+
+impl jetpost::source::IngestSink for GateSink {
+    fn ingest(
+        &self,
+        _message: jetpost::source::SourceMessage,
+    ) -> futures::future::BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            let _ = self.gate.acquire().await;
+            Outcome::Committed { duplicate: false }
+        })
+    }
+}
+
+#[tokio::test]
+async fn pending_is_asked_from_the_server_on_demand() {
+    let server = operator_server(&["acme"]).await;
+    let js = provision(&server, "acme").await;
+    let sink = std::sync::Arc::new(GateSink {
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let creds = server.creds_path("acme").unwrap();
+    let mut cfg = config(&server, vec![account("acme", "acme", Some(creds))], None);
+    cfg.max_in_flight = 2;
+    let source = NatsSource::start(cfg, sink.clone());
+    wait_state(&source, "acme", AccountState::Consuming).await;
+
+    // Two messages are taken and held; the rest stay with the server, never delivered, so
+    // only the server knows how many wait.
+    for i in 0..12 {
+        publish(&js, "events.x", format!(r#"{{"id":"p{i}","data":{{}}}}"#)).await;
+    }
+    wait_until("the server counts what waits", || async {
+        source.status().refresh_pending(PATIENCE).await;
+        let pending = source.status().get("acme").unwrap().pending;
+        (8..=10).contains(&pending)
+    })
+    .await;
+
+    sink.gate.add_permits(1000);
+    wait_until("stream empty", || async { stream_messages(&js).await == 0 }).await;
+    // Asked again only after a second; then nothing waits.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    source.status().refresh_pending(PATIENCE).await;
+    assert_eq!(source.status().get("acme").unwrap().pending, 0);
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_consumer_is_noticed_without_waiting_for_heartbeats() {
+    let server = operator_server(&["acme"]).await;
+    let js = provision(&server, "acme").await;
+    let sink = RecordingSink::new();
+    let creds = server.creds_path("acme").unwrap();
+    let source = NatsSource::start(
+        config(&server, vec![account("acme", "acme", Some(creds))], None),
+        sink.clone(),
+    );
+    wait_state(&source, "acme", AccountState::Consuming).await;
+
+    let started = std::time::Instant::now();
+    js.delete_consumer_from_stream(CONSUMER, STREAM)
+        .await
+        .unwrap();
+    wait_until("acme reports the missing consumer", || async {
+        source.status().get("acme").is_some_and(|s| {
+            s.state != AccountState::Consuming
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("does not exist"))
+        })
+    })
+    .await;
+    // Well inside two pull heartbeats (30 s each): the server's 409 ended the pull at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "noticed after {:?}",
+        started.elapsed()
+    );
+
+    // Recreated: the account recovers by itself (capped backoff) and consumes again.
+    provision(&server, "acme").await;
+    wait_state(&source, "acme", AccountState::Consuming).await;
+    publish(&js, "events.x", r#"{"id":"after","data":{}}"#).await;
+    let got = sink.wait_committed(1, PATIENCE).await;
+    assert_eq!(got[0].id, "after");
+    source.stop().await;
+}

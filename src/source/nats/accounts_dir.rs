@@ -2,7 +2,9 @@
 //! usually, a `user.creds`. Each directory loads on its own, so one broken account is reported
 //! and the others still load. Blocking file I/O: call from `spawn_blocking` in async code.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -30,7 +32,9 @@ pub struct DirProblem {
 /// The result of reading the whole accounts directory.
 #[derive(Debug, Default)]
 pub struct DirScan {
-    pub accounts: Vec<AccountSpec>,
+    /// Shared with the cache and the running account, so thousands of accounts are not copied
+    /// on every rescan.
+    pub accounts: Vec<Arc<AccountSpec>>,
     pub problems: Vec<DirProblem>,
 }
 
@@ -39,37 +43,164 @@ pub struct DirScan {
 /// still being provisioned and are skipped; names starting with `.` (e.g. Kubernetes' `..data`)
 /// are not accounts.
 pub fn scan(root: &Path) -> Result<DirScan, String> {
-    let entries = std::fs::read_dir(root)
-        .map_err(|err| format!("accounts_dir {}: cannot be read: {err}", root.display()))?;
-    let mut scan = DirScan::default();
-    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        // fs::metadata follows symlinks: a symlinked account directory counts as a directory.
-        if name.starts_with('.')
-            || !std::fs::metadata(&path)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-        {
-            continue;
+    DirCache::default().scan(root, Rescan::Changed)
+}
+
+/// Which directories `DirCache::scan` reads again.
+#[derive(Debug, Clone, Copy)]
+pub enum Rescan<'a> {
+    /// Every directory whose `meta.yaml` or creds file changed since it was last read, judged by
+    /// the files' metadata (size, times, inode): a few `stat`s per directory instead of reading,
+    /// parsing and hashing it.
+    Changed,
+    /// These directories (named by file-system events); the others are taken as they were.
+    Named(&'a HashSet<String>),
+}
+
+/// The accounts directory as last read, so that a rescan re-reads only what changed: with
+/// thousands of accounts, reading every directory on each change or resync costs more than
+/// everything else an idle account does.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    dirs: HashMap<String, Loaded>,
+    /// Directories read by the last scan (for logs and tests).
+    last_reads: usize,
+}
+
+/// One directory as last read, and the metadata of its files when they were read.
+#[derive(Debug)]
+struct Loaded {
+    stamp: Stamp,
+    result: Result<Option<Arc<AccountSpec>>, String>,
+}
+
+/// Which versions of a directory's files a load read. Taken *before* each file is read, so that
+/// a write racing the read makes the stamp older than the content (read again next time), never
+/// newer (missed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    meta: Option<FileStamp>,
+    /// The creds file the account uses (or would use: `user.creds` while there is none).
+    creds_path: PathBuf,
+    creds: Option<FileStamp>,
+}
+
+impl Stamp {
+    fn current(&self, dir: &Path) -> Stamp {
+        Stamp {
+            meta: FileStamp::of(&dir.join("meta.yaml")),
+            creds_path: self.creds_path.clone(),
+            creds: FileStamp::of(&self.creds_path),
         }
-        dirs.push((name, path));
     }
-    dirs.sort();
-    for (dir, path) in dirs {
-        match load_account(&dir, &path) {
-            Ok(Some(account)) => scan.accounts.push(account),
-            Ok(None) => {}
-            Err(error) => scan.problems.push(DirProblem { dir, error }),
+}
+
+/// What tells one version of a file from another without reading it (symlinks followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    changed: (i64, i64),
+    #[cfg(unix)]
+    inode: (u64, u64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Some(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            changed: (meta.ctime(), meta.ctime_nsec()),
+            #[cfg(unix)]
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
+impl DirCache {
+    /// Reads the accounts directory like `scan`, re-reading only the directories `rescan` picks
+    /// (and new ones); removed directories are forgotten.
+    pub fn scan(&mut self, root: &Path, rescan: Rescan<'_>) -> Result<DirScan, String> {
+        let entries = std::fs::read_dir(root)
+            .map_err(|err| format!("accounts_dir {}: cannot be read: {err}", root.display()))?;
+        let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            // A symlinked account directory counts as a directory (fs::metadata follows it).
+            let is_dir = match entry.file_type() {
+                Ok(kind) if kind.is_symlink() => std::fs::metadata(&path).is_ok_and(|m| m.is_dir()),
+                Ok(kind) => kind.is_dir(),
+                Err(_) => false,
+            };
+            if is_dir {
+                dirs.push((name, path));
+            }
         }
+        dirs.sort();
+        let mut scan = DirScan::default();
+        let mut seen = HashMap::with_capacity(dirs.len());
+        self.last_reads = 0;
+        for (dir, path) in dirs {
+            let loaded = match (self.dirs.remove(&dir), rescan) {
+                (Some(cached), Rescan::Named(names)) if !names.contains(&dir) => cached,
+                (Some(cached), Rescan::Changed) if cached.stamp.current(&path) == cached.stamp => {
+                    cached
+                }
+                _ => {
+                    self.last_reads += 1;
+                    load(&dir, &path)
+                }
+            };
+            match &loaded.result {
+                Ok(Some(account)) => scan.accounts.push(account.clone()),
+                Ok(None) => {}
+                Err(error) => scan.problems.push(DirProblem {
+                    dir: dir.clone(),
+                    error: error.clone(),
+                }),
+            }
+            seen.insert(dir, loaded);
+        }
+        self.dirs = seen;
+        reject_duplicate_names(&mut scan);
+        Ok(scan)
     }
-    reject_duplicate_names(&mut scan);
-    Ok(scan)
+}
+
+impl DirCache {
+    /// How many account directories the last scan read (the others were taken from the cache).
+    pub fn last_reads(&self) -> usize {
+        self.last_reads
+    }
 }
 
 /// Loads one account directory; `Ok(None)` when it has no `meta.yaml` yet.
-pub fn load_account(dir: &str, path: &Path) -> Result<Option<AccountSpec>, String> {
+pub fn load_account(dir: &str, path: &Path) -> Result<Option<Arc<AccountSpec>>, String> {
+    load(dir, path).result
+}
+
+fn load(dir: &str, path: &Path) -> Loaded {
+    let creds_path = path.join("user.creds");
+    let mut stamp = Stamp {
+        meta: FileStamp::of(&path.join("meta.yaml")),
+        creds: FileStamp::of(&creds_path),
+        creds_path,
+    };
+    let result = read_account(dir, path, &mut stamp).map(|spec| spec.map(Arc::new));
+    Loaded { stamp, result }
+}
+
+/// Reads one account directory, recording in `stamp` which creds file it uses.
+fn read_account(dir: &str, path: &Path, stamp: &mut Stamp) -> Result<Option<AccountSpec>, String> {
     let meta_path = path.join("meta.yaml");
     let text = match std::fs::read_to_string(&meta_path) {
         Ok(text) => text,
@@ -97,8 +228,13 @@ pub fn load_account(dir: &str, path: &Path) -> Result<Option<AccountSpec>, Strin
         return Err(missing.join("; "));
     }
     let credentials_file = match meta.credentials_file.filter(|f| !f.trim().is_empty()) {
-        Some(file) => Some(path.join(file)), // an absolute `file` replaces `path`
-        None => Some(path.join("user.creds")).filter(|p| p.exists()),
+        Some(file) => {
+            let file = path.join(file); // an absolute `file` replaces `path`
+            stamp.creds = FileStamp::of(&file);
+            stamp.creds_path = file.clone();
+            Some(file)
+        }
+        None => Some(stamp.creds_path.clone()).filter(|_| stamp.creds.is_some()),
     };
     let credentials = match &credentials_file {
         Some(file) => Some(std::fs::read(file).map_err(|err| {
@@ -256,6 +392,89 @@ mod tests {
         write(&elsewhere.path().join("acme/user.creds"), "v2");
         let second = scan(root.path()).unwrap().accounts[0].fingerprint;
         assert_ne!(first, second, "rotated creds must change the fingerprint");
+    }
+
+    #[test]
+    fn a_rescan_reads_only_changed_and_new_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for name in ["a", "b", "c"] {
+            write(
+                &r.join(format!("{name}/meta.yaml")),
+                &format!("stream: S\nconsumer: c\ntenant_id: {name}\n"),
+            );
+            write(&r.join(format!("{name}/user.creds")), "v1");
+        }
+        let mut cache = DirCache::default();
+        let first = cache.scan(r, Rescan::Changed).unwrap();
+        assert_eq!((first.accounts.len(), cache.last_reads()), (3, 3));
+
+        let again = cache.scan(r, Rescan::Changed).unwrap();
+        assert_eq!(cache.last_reads(), 0, "nothing changed, nothing read");
+        assert_eq!(again.accounts, first.accounts);
+
+        // A rotated creds file (written in place or renamed over) and a new directory are read;
+        // without any file-system event, by their metadata alone.
+        write(&r.join("b/user.creds"), "version 2");
+        write(&r.join("c/user.creds.tmp"), "v3");
+        std::fs::rename(r.join("c/user.creds.tmp"), r.join("c/user.creds")).unwrap();
+        write(
+            &r.join("d/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: d\n",
+        );
+        std::fs::remove_dir_all(r.join("a")).unwrap();
+        let changed = cache.scan(r, Rescan::Changed).unwrap();
+        assert_eq!(cache.last_reads(), 3);
+        let names: Vec<&str> = changed.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["b", "c", "d"]);
+        assert_ne!(
+            changed.accounts[0].fingerprint,
+            first.accounts[1].fingerprint
+        );
+        assert_ne!(
+            changed.accounts[1].fingerprint,
+            first.accounts[2].fingerprint
+        );
+
+        // A meta.yaml that appears later (the directory was still being provisioned).
+        std::fs::create_dir_all(r.join("e")).unwrap();
+        assert_eq!(cache.scan(r, Rescan::Changed).unwrap().accounts.len(), 3);
+        write(
+            &r.join("e/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: e\n",
+        );
+        assert_eq!(cache.scan(r, Rescan::Changed).unwrap().accounts.len(), 4);
+    }
+
+    #[test]
+    fn a_named_rescan_reads_the_named_directories_and_trusts_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for name in ["a", "b"] {
+            write(
+                &r.join(format!("{name}/meta.yaml")),
+                &format!("stream: S\nconsumer: c\ntenant_id: {name}\n"),
+            );
+        }
+        let mut cache = DirCache::default();
+        cache.scan(r, Rescan::Changed).unwrap();
+        write(
+            &r.join("a/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: a2\n",
+        );
+        write(
+            &r.join("b/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: b2\n",
+        );
+        let named: HashSet<String> = ["b".to_owned()].into();
+        let scan = cache.scan(r, Rescan::Named(&named)).unwrap();
+        assert_eq!(cache.last_reads(), 1);
+        let tenants: Vec<String> = scan.accounts.iter().map(|a| a.tenant_label()).collect();
+        assert_eq!(tenants, ["a", "b2"]);
+        // The periodic resync catches what no event named.
+        let scan = cache.scan(r, Rescan::Changed).unwrap();
+        let tenants: Vec<String> = scan.accounts.iter().map(|a| a.tenant_label()).collect();
+        assert_eq!(tenants, ["a2", "b2"]);
     }
 
     #[test]

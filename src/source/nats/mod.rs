@@ -11,14 +11,14 @@ pub mod topology;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use account::{AccountSpec, Origin, SubjectPattern, TenantRule};
 pub use pump::PumpShared;
@@ -29,6 +29,10 @@ use pump::Pump;
 
 /// Changes in the accounts directory are applied after this much quiet.
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How often the accounts directory is checked without file-system events.
+const RESYNC: Duration = Duration::from_secs(30);
+/// How often the accounts directory is checked when it cannot be watched.
+const NO_WATCHER_RESYNC: Duration = Duration::from_secs(5);
 /// How long a replacement connection may take to consume before the old one is drained anyway.
 const REPLACE_WAIT: Duration = Duration::from_secs(15);
 
@@ -44,7 +48,9 @@ pub struct NatsSourceConfig {
     pub max_in_flight: usize,
     /// How long draining waits for in-flight messages.
     pub drain_timeout: Duration,
-    /// How often the accounts directory is re-read even without file-system events.
+    /// How often every account directory is checked for changes (by its files' metadata) even
+    /// without file-system events: a backstop for lost events. Shortened when the directory
+    /// cannot be watched.
     pub resync_interval: Duration,
 }
 
@@ -65,6 +71,7 @@ impl NatsSource {
             sink,
             max_in_flight: config.max_in_flight,
             drain_timeout: config.drain_timeout,
+            setup_slots: Arc::new(tokio::sync::Semaphore::new(pump::SETUPS_AT_ONCE)),
         });
         let reconciler = Reconciler {
             board: board.clone(),
@@ -116,7 +123,7 @@ impl Reconciler {
             .map(|a| (a.name.clone(), a.clone()))
             .collect();
         for spec in fixed.values() {
-            self.start(spec.clone());
+            self.start(Arc::new(spec.clone()));
         }
         if let Some(dir) = config.accounts_dir.clone() {
             self.watch_dir(dir, &fixed, config.resync_interval).await;
@@ -128,10 +135,10 @@ impl Reconciler {
         while self.retiring.join_next().await.is_some() {}
     }
 
-    fn start(&mut self, spec: AccountSpec) {
+    fn start(&mut self, spec: Arc<AccountSpec>) {
         let status = self.board.account(&spec);
         info!(account = %spec.name, origin = ?spec.origin, "starting account");
-        let pump = Pump::start(Arc::new(spec), status, self.shared.clone(), &self.cancel);
+        let pump = Pump::start(spec, status, self.shared.clone(), &self.cancel);
         if let Some(old) = self.running.insert(pump.spec.name.clone(), pump) {
             self.retiring.spawn(old.drain());
         }
@@ -144,16 +151,32 @@ impl Reconciler {
         resync: Duration,
     ) {
         let (changes_tx, mut changes) = mpsc::channel::<()>(1);
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
         let mut watcher: Option<notify::RecommendedWatcher> = None;
-        let mut resync_tick = tokio::time::interval(resync.max(Duration::from_millis(100)));
+        let mut cache = accounts_dir::DirCache::default();
+        // The first pass reads everything; later ones what changed.
+        let mut pass = Pass::Changed;
+        let mut resync_at = tokio::time::Instant::now();
         loop {
             if watcher.is_none() {
-                watcher = watch(&dir, changes_tx.clone());
+                watcher = watch(&dir, changes_tx.clone(), dirty.clone());
             }
-            self.reconcile_dir(&dir, fixed).await;
+            let full = matches!(pass, Pass::Changed);
+            cache = self
+                .reconcile_dir(&dir, fixed, std::mem::take(&mut cache), pass)
+                .await;
+            if full {
+                // Without a watcher the resync is the only way to see changes: keep it short.
+                let period = if watcher.is_some() {
+                    resync
+                } else {
+                    resync.min(NO_WATCHER_RESYNC)
+                };
+                resync_at = tokio::time::Instant::now() + period.max(Duration::from_millis(100));
+            }
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                _ = resync_tick.tick() => {}
+                _ = tokio::time::sleep_until(resync_at) => pass = Pass::Changed,
                 Some(()) = changes.recv() => {
                     // Debounce: a rotation writes several files; apply them together.
                     loop {
@@ -163,32 +186,51 @@ impl Reconciler {
                             Some(()) = changes.recv() => {}
                         }
                     }
+                    let taken = std::mem::take(&mut *dirty.lock().expect("dirty lock"));
+                    pass = if taken.all { Pass::Changed } else { Pass::Named(taken.dirs) };
                 }
             }
             while let Some(Ok(())) = self.retiring.try_join_next() {}
         }
     }
 
-    /// Brings the running accounts in line with the directory's content.
+    /// Brings the running accounts in line with the directory's content; `pass` says which
+    /// account directories are read again (see `accounts_dir::Rescan`).
     async fn reconcile_dir(
         &mut self,
         dir: &std::path::Path,
         fixed: &BTreeMap<String, AccountSpec>,
-    ) {
+        mut cache: accounts_dir::DirCache,
+        pass: Pass,
+    ) -> accounts_dir::DirCache {
         let root = dir.to_owned();
-        let scan = match tokio::task::spawn_blocking(move || accounts_dir::scan(&root)).await {
-            Ok(Ok(scan)) => scan,
-            Ok(Err(err)) => {
+        let started = std::time::Instant::now();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let rescan = match &pass {
+                Pass::Changed => accounts_dir::Rescan::Changed,
+                Pass::Named(names) => accounts_dir::Rescan::Named(names),
+            };
+            let scan = cache.scan(&root, rescan);
+            (scan, cache)
+        })
+        .await;
+        let scan = match scanned {
+            Ok((Ok(scan), cache)) => {
+                debug!(elapsed = ?started.elapsed(), accounts = scan.accounts.len(), read = cache.last_reads(), "accounts directory read");
+                (scan, cache)
+            }
+            Ok((Err(err), cache)) => {
                 // Keep what runs: an unmounted volume must not drain every tenant.
                 warn!("{err}; keeping the accounts already running");
-                return;
+                return cache;
             }
             Err(err) => {
                 error!("reading the accounts directory failed: {err}");
-                return;
+                return accounts_dir::DirCache::default();
             }
         };
-        let mut wanted: BTreeMap<String, AccountSpec> = BTreeMap::new();
+        let (scan, cache) = scan;
+        let mut wanted: BTreeMap<String, Arc<AccountSpec>> = BTreeMap::new();
         let mut problems: BTreeMap<String, String> = scan
             .problems
             .into_iter()
@@ -266,13 +308,14 @@ impl Reconciler {
             }
             self.board.broken(&name, Origin::Dir, error);
         }
+        cache
     }
 
     /// Starts the new connection and drains the old one once the new one consumes, so a
     /// credential rotation has no gap.
-    fn replace(&mut self, spec: AccountSpec) {
+    fn replace(&mut self, spec: Arc<AccountSpec>) {
         let status = self.board.account(&spec);
-        let pump = Pump::start(Arc::new(spec), status, self.shared.clone(), &self.cancel);
+        let pump = Pump::start(spec, status, self.shared.clone(), &self.cancel);
         let name = pump.spec.name.clone();
         let old = self.running.remove(&name);
         let ready = pump.ready();
@@ -286,10 +329,69 @@ impl Reconciler {
     }
 }
 
-/// Watches the accounts directory; `None` (retried on the next resync) if it cannot be watched.
-fn watch(dir: &std::path::Path, changes: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+/// Which account directories a reconcile pass reads again.
+enum Pass {
+    /// Those whose files changed (by metadata), and new ones: the periodic resync, and events
+    /// that cannot be pinned on one account directory.
+    Changed,
+    /// These, named by file-system events.
+    Named(HashSet<String>),
+}
+
+/// What file-system events touched since the last pass.
+#[derive(Debug, Default)]
+struct Dirty {
+    dirs: HashSet<String>,
+    /// Something that is not one account directory changed (the root, a `..data` symlink of a
+    /// Kubernetes mount) or events were lost: check every directory.
+    all: bool,
+}
+
+impl Dirty {
+    fn mark(&mut self, root: &std::path::Path, event: notify::Result<notify::Event>) {
+        let event = match event {
+            Ok(event) if !event.need_rescan() => event,
+            _ => {
+                self.all = true;
+                return;
+            }
+        };
+        if !is_change(&event.kind) {
+            return;
+        }
+        for path in &event.paths {
+            match path
+                .strip_prefix(root)
+                .ok()
+                .and_then(|p| p.components().next())
+            {
+                Some(std::path::Component::Normal(name))
+                    if !name.to_string_lossy().starts_with('.') =>
+                {
+                    self.dirs.insert(name.to_string_lossy().into_owned());
+                }
+                _ => self.all = true,
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.dirs.is_empty()
+    }
+}
+
+/// Watches the accounts directory, recording what changed in `dirty`; `None` (retried on the next
+/// resync) if it cannot be watched.
+fn watch(
+    dir: &std::path::Path,
+    changes: mpsc::Sender<()>,
+    dirty: Arc<Mutex<Dirty>>,
+) -> Option<notify::RecommendedWatcher> {
+    let root = dir.to_owned();
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| is_change(&e.kind)) {
+        let mut dirty = dirty.lock().expect("dirty lock");
+        dirty.mark(&root, event);
+        if !dirty.is_empty() {
             // Full channel = a change is already signalled.
             let _ = changes.try_send(());
         }
@@ -371,7 +473,7 @@ impl NatsSourceConfig {
             accounts_dir: nats.accounts_dir.clone(),
             max_in_flight: config.publish_max_concurrency,
             drain_timeout: config.shutdown_timeout(),
-            resync_interval: Duration::from_secs(5),
+            resync_interval: RESYNC,
         }))
     }
 }

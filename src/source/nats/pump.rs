@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use rand::Rng;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -21,10 +22,19 @@ use crate::event::{derive_event_id, splice_tenant};
 use crate::source::{IngestSink, Outcome, SourceMessage};
 
 /// Idle heartbeat of pull requests: two missed ones end the pull stream, which is then rebuilt.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// How often the consumer's pending count is refreshed for the status API.
-const PENDING_REFRESH: Duration = Duration::from_secs(5);
+/// Every idle account gets one per period, so it is what idle accounts cost (10,000 accounts at
+/// 5 s were 2,000 messages/s); a deleted consumer, a reconnect or a lame-duck server are
+/// signalled at once and do not wait for it. It only catches a pull request the server lost
+/// silently (or a dead connection), within two periods.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a pull request waits for messages before it is renewed; at least two heartbeats.
+const PULL_EXPIRES: Duration = Duration::from_secs(120);
+/// The client's PING to the server; a dead connection is also found by missed heartbeats.
+const PING_INTERVAL: Duration = Duration::from_secs(120);
+/// The connection's initial read buffer (async-nats' default is 64 KiB): it grows when a
+/// message needs more, but an idle account never does, and over time every page of it is
+/// touched as the read position advances, so the default costs 64 KiB per account.
+const READ_BUFFER: u16 = 4 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What every account's pump shares.
@@ -35,7 +45,13 @@ pub struct PumpShared {
     pub max_in_flight: usize,
     /// How long a draining pump waits for in-flight messages.
     pub drain_timeout: Duration,
+    /// Turns to connect and set up a consumer (`SETUPS_AT_ONCE`): thousands of accounts
+    /// starting together otherwise swamp the server, time out and back off for many seconds.
+    pub setup_slots: Arc<Semaphore>,
 }
+
+/// Accounts connecting and verifying their consumer at the same time.
+pub const SETUPS_AT_ONCE: usize = 64;
 
 /// A running account consumer.
 pub struct Pump {
@@ -177,20 +193,40 @@ impl Supervisor {
 
     /// One connection's life: Ok when cancelled (drained), Err with the reason otherwise.
     async fn connect_and_consume(&self, permits: &Arc<Semaphore>) -> Result<(), String> {
+        let Some(slot) = self.setup_slot().await else {
+            return Ok(());
+        };
+        let mut slot = Some(slot);
         let (reconnects_tx, mut reconnects) = watch::channel(0u64);
-        let client = self.connect(reconnects_tx).await?;
+        // Boxed: futures that run once per connection would otherwise stay allocated inside
+        // every idle account's task (the task is as large as its largest state).
+        let client = Box::pin(self.connect(reconnects_tx)).await?;
         let js = jetstream::new(client.clone());
         let mut in_flight = JoinSet::new();
         let result = loop {
+            if slot.is_none() {
+                match self.setup_slot().await {
+                    Some(taken) => slot = Some(taken),
+                    None => break Ok(()),
+                }
+            }
             reconnects.borrow_and_update();
-            let verified = match topology::verify(&js, &self.spec).await {
+            let verified = match Box::pin(topology::verify(&js, &self.spec)).await {
                 Ok(verified) => verified,
                 Err(err) => break Err(err.to_string()),
             };
-            match self
-                .consume(verified, permits, &mut in_flight, &mut reconnects)
-                .await
-            {
+            let (messages, job) = match Box::pin(self.open_pull(verified)).await {
+                Ok(pull) => pull,
+                Err(err) => break Err(err),
+            };
+            slot.take();
+            self.set(AccountState::Consuming, None);
+            self.status.set_probe(self.generation, Some(js.clone()));
+            self.consuming.send_replace(true);
+            info!(account = %self.spec.name, stream = %self.spec.stream, consumer = %self.spec.consumer, "consuming");
+            // Boxed too: inline, the task would also be as large as its drain and backoff states.
+            let consume = self.consume(messages, job, permits, &mut in_flight, &mut reconnects);
+            match Box::pin(consume).await {
                 Ok(PullEnd::Cancelled) => break Ok(()),
                 Ok(PullEnd::Rebuild(reason)) => {
                     info!(account = %self.spec.name, %reason, "rebuilding the pull consumer");
@@ -203,6 +239,8 @@ impl Supervisor {
                 Err(err) => break Err(err),
             }
         };
+        drop(slot);
+        self.status.set_probe(self.generation, None);
         if self.cancel.is_cancelled() {
             self.set(AccountState::Draining, None);
         }
@@ -214,8 +252,17 @@ impl Supervisor {
         if settled.is_err() {
             warn!(account = %self.spec.name, left = in_flight.len(), "drain timeout: unsettled messages will be redelivered");
         }
-        let _ = client.drain().await;
+        let _ = Box::pin(client.drain()).await;
         result
+    }
+
+    /// Waits for a turn to connect and set up the consumer (`None`: cancelled meanwhile).
+    async fn setup_slot(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            slot = self.shared.setup_slots.clone().acquire_owned() => slot.ok(),
+        }
     }
 
     async fn connect(&self, reconnects: watch::Sender<u64>) -> Result<async_nats::Client, String> {
@@ -227,6 +274,8 @@ impl Supervisor {
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("jetpost:{name}"))
             .connection_timeout(Duration::from_secs(5))
+            .ping_interval(PING_INTERVAL)
+            .read_buffer_capacity(READ_BUFFER)
             .event_callback(move |event| {
                 let (name, status, reconnects) = (name.clone(), status.clone(), reconnects.clone());
                 let connected_before = connected_before.clone();
@@ -281,13 +330,8 @@ impl Supervisor {
     }
 
     /// Pulls and hands messages over until cancelled or the pull stream must be rebuilt.
-    async fn consume(
-        &self,
-        verified: Verified,
-        permits: &Arc<Semaphore>,
-        in_flight: &mut JoinSet<()>,
-        reconnects: &mut watch::Receiver<u64>,
-    ) -> Result<PullEnd, String> {
+    /// Starts pulling from a verified consumer.
+    async fn open_pull(&self, verified: Verified) -> Result<(pull::Stream, Arc<Job>), String> {
         let max_in_flight = self.shared.max_in_flight.max(1);
         if verified.max_ack_pending > 0 && (verified.max_ack_pending as usize) < max_in_flight {
             warn!(
@@ -298,21 +342,21 @@ impl Supervisor {
             );
         }
         self.status.set_pending(verified.pending);
-        let backpressure = Arc::new(Backpressure::default());
         let job = Arc::new(Job {
             spec: self.spec.clone(),
-            backpressure: backpressure.clone(),
+            backpressure: Arc::new(Backpressure::default()),
             status: self.status.clone(),
             sink: self.shared.sink.clone(),
             ack_wait: verified.ack_wait,
             stream_created: verified.stream_created,
         });
-        let consumer = verified.consumer;
-        let mut messages = consumer
+        let (expires, heartbeat) = pull_timing(verified.max_expires);
+        let messages = verified
+            .consumer
             .stream()
             .max_messages_per_batch(max_in_flight)
-            .heartbeat(HEARTBEAT)
-            .expires(PULL_EXPIRES)
+            .heartbeat(heartbeat)
+            .expires(expires)
             .messages()
             .await
             .map_err(|err| {
@@ -321,13 +365,20 @@ impl Supervisor {
                     self.spec.name, self.spec.consumer
                 )
             })?;
-        self.set(AccountState::Consuming, None);
-        self.consuming.send_replace(true);
-        info!(account = %self.spec.name, stream = %self.spec.stream, consumer = %self.spec.consumer, "consuming");
-        let mut refresh = tokio::time::interval_at(
-            tokio::time::Instant::now() + PENDING_REFRESH,
-            PENDING_REFRESH,
-        );
+        Ok((messages, job))
+    }
+
+    /// Pulls and hands messages over until cancelled or the pull stream must be rebuilt. Kept
+    /// lean: this is the state every idle account's task sits in.
+    async fn consume(
+        &self,
+        mut messages: pull::Stream,
+        job: Arc<Job>,
+        permits: &Arc<Semaphore>,
+        in_flight: &mut JoinSet<()>,
+        reconnects: &mut watch::Receiver<u64>,
+    ) -> Result<PullEnd, String> {
+        let backpressure = job.backpressure.clone();
         loop {
             while let Some(done) = in_flight.try_join_next() {
                 if let Err(err) = done {
@@ -349,17 +400,12 @@ impl Supervisor {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => {
-                    release_buffered(&mut messages).await;
+                    Box::pin(release_buffered(&mut messages)).await;
                     return Ok(PullEnd::Cancelled);
                 }
                 changed = reconnects.changed() => {
                     if changed.is_ok() {
                         return Ok(PullEnd::Rebuild("reconnected to NATS".into()));
-                    }
-                }
-                _ = refresh.tick() => {
-                    if let Ok(info) = consumer.get_info().await {
-                        self.status.set_pending(info.num_pending);
                     }
                 }
                 next = messages.next() => match next {
@@ -400,7 +446,11 @@ impl Job {
     async fn handle(&self, message: jetstream::Message) {
         self.status.count_received();
         let (stream_seq, delivered) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
+            Ok(info) => {
+                // The server counts what is left for the consumer in every delivery.
+                self.status.set_pending(info.pending);
+                (info.stream_sequence, info.delivered)
+            }
             Err(err) => {
                 // Not a JetStream message: nothing to settle.
                 warn!(account = %self.spec.name, "message without JetStream metadata: {err}");
@@ -499,6 +549,17 @@ impl Job {
     }
 }
 
+/// A pull request's expiry and idle heartbeat: ours, within the consumer's `max_expires` if it
+/// has one (the server refuses longer requests), the heartbeat at most half the expiry.
+fn pull_timing(max_expires: Duration) -> (Duration, Duration) {
+    let expires = if max_expires.is_zero() {
+        PULL_EXPIRES
+    } else {
+        PULL_EXPIRES.min(max_expires)
+    };
+    (expires, HEARTBEAT.min(expires / 2))
+}
+
 /// Redelivery delay after a transient failure: 1 s doubling per delivery, capped at 30 s.
 fn nak_delay(delivered: i64) -> Duration {
     let exponent = (delivered.max(1) - 1).min(5) as u32;
@@ -527,5 +588,18 @@ mod tests {
         assert!(backoff(50) <= MAX_BACKOFF);
         assert!(nak_delay(1) <= Duration::from_secs(1));
         assert!(nak_delay(100) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn pull_timing_respects_the_consumers_max_expires() {
+        assert_eq!(pull_timing(Duration::ZERO), (PULL_EXPIRES, HEARTBEAT));
+        assert_eq!(
+            pull_timing(Duration::from_secs(10)),
+            (Duration::from_secs(10), Duration::from_secs(5))
+        );
+        assert_eq!(
+            pull_timing(Duration::from_secs(3600)),
+            (PULL_EXPIRES, HEARTBEAT)
+        );
     }
 }

@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
 
 use serde::Serialize;
 
@@ -71,7 +75,22 @@ pub struct AccountStatus {
     received: AtomicU64,
     rejected: AtomicU64,
     pending: AtomicU64,
+    /// The consuming generation's JetStream context, to ask the server for `pending` on demand.
+    probe: Mutex<Option<Probe>>,
 }
+
+/// How the pending count of a consuming account is refreshed.
+#[derive(Debug)]
+struct Probe {
+    generation: u64,
+    js: jetstream::Context,
+    asked: Option<tokio::time::Instant>,
+}
+
+/// A pending count at most this old is not asked for again.
+const PROBE_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// Consumer info requests in flight at once while refreshing pending counts.
+const PROBES_IN_FLIGHT: usize = 64;
 
 impl AccountStatus {
     fn new(
@@ -88,6 +107,7 @@ impl AccountStatus {
             received: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            probe: Mutex::new(None),
         };
         status.export_state(state);
         status
@@ -99,6 +119,7 @@ impl AccountStatus {
 
     /// Starts a new connection generation; earlier generations can no longer set the state.
     pub fn next_generation(&self) -> u64 {
+        *self.probe.lock().expect("status lock") = None;
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
@@ -132,6 +153,34 @@ impl AccountStatus {
 
     pub fn set_pending(&self, pending: u64) {
         self.pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// The connection `generation` consumes on (`None` once it stops), so that
+    /// `StatusBoard::refresh_pending` can ask the server. Pending is not polled: with thousands
+    /// of idle accounts that polling was most of their CPU.
+    pub fn set_probe(&self, generation: u64, js: Option<jetstream::Context>) {
+        let mut probe = self.probe.lock().expect("status lock");
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        *probe = js.map(|js| Probe {
+            generation,
+            js,
+            asked: None,
+        });
+    }
+
+    /// Where to ask for pending, unless it was asked less than `PROBE_AGAIN_AFTER` ago.
+    fn take_probe(&self, now: tokio::time::Instant) -> Option<jetstream::Context> {
+        let mut probe = self.probe.lock().expect("status lock");
+        let probe = probe.as_mut()?;
+        if probe.generation != self.generation.load(Ordering::SeqCst)
+            || probe.asked.is_some_and(|at| now < at + PROBE_AGAIN_AFTER)
+        {
+            return None;
+        }
+        probe.asked = Some(now);
+        Some(probe.js.clone())
     }
 
     fn export_state(&self, state: AccountState) {
@@ -236,6 +285,38 @@ impl StatusBoard {
                     .set(0.0);
             }
         }
+    }
+
+    /// Asks the server for the pending count of every consuming account (one consumer info
+    /// request each, several at once), waiting at most `within`; the counts not refreshed by
+    /// then keep their last value (from the last refresh or the last message delivered).
+    pub async fn refresh_pending(&self, within: Duration) {
+        let now = tokio::time::Instant::now();
+        let probes: Vec<(Arc<AccountStatus>, jetstream::Context)> = self
+            .accounts
+            .read()
+            .expect("status lock")
+            .values()
+            .filter_map(|s| s.take_probe(now).map(|c| (s.clone(), c)))
+            .collect();
+        let refresh = futures::stream::iter(probes).for_each_concurrent(
+            PROBES_IN_FLIGHT,
+            |(status, js)| async move {
+                let (stream, consumer) = {
+                    let labels = status.labels.lock().expect("status lock");
+                    (labels.stream.clone(), labels.consumer.clone())
+                };
+                let info = js
+                    .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                        consumer, stream,
+                    )
+                    .await;
+                if let Ok(consumer) = info {
+                    status.set_pending(consumer.cached_info().num_pending);
+                }
+            },
+        );
+        let _ = tokio::time::timeout(within, refresh).await;
     }
 
     pub fn get(&self, name: &str) -> Option<AccountStatusView> {

@@ -60,6 +60,8 @@ pub struct Verified {
     pub consumer: consumer::PullConsumer,
     pub ack_wait: Duration,
     pub max_ack_pending: i64,
+    /// The longest pull request the consumer accepts (zero: no limit).
+    pub max_expires: Duration,
     /// The stream's creation time (unix nanoseconds); part of derived event ids.
     pub stream_created: i64,
     pub pending: u64,
@@ -76,7 +78,7 @@ pub async fn verify(
         stream: spec.stream.clone(),
         detail,
     };
-    let mut stream = js.get_stream(&spec.stream).await.map_err(|err| {
+    let stream = js.get_stream(&spec.stream).await.map_err(|err| {
         let missing = matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
             if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
         if missing {
@@ -88,11 +90,8 @@ pub async fn verify(
             request(err.to_string())
         }
     })?;
-    let stream_created = stream
-        .info()
-        .await
-        .map_err(|err| request(err.to_string()))?
-        .created;
+    // `get_stream` fetched the stream's info already.
+    let stream_created = stream.cached_info().created;
     let info = stream.consumer_info(&spec.consumer).await.map_err(|err| {
         let missing = match err.kind() {
             jetstream::context::ConsumerInfoErrorKind::NotFound => true,
@@ -151,6 +150,7 @@ pub async fn verify(
     Ok(Verified {
         ack_wait: info.config.ack_wait,
         max_ack_pending: info.config.max_ack_pending,
+        max_expires: info.config.max_expires,
         stream_created: stream_created.unix_timestamp_nanos() as i64,
         pending: info.num_pending,
         consumer: consumer::Consumer::new(config, info, js.clone()),
