@@ -5,6 +5,7 @@
 //! and Rust does not carry such bounds over from a trait.
 
 mod attempts;
+mod completions;
 mod deliveries;
 mod destination_times;
 mod destinations;
@@ -18,7 +19,7 @@ mod tenants;
 pub(crate) mod timestamp;
 
 use sqlx::migrate::Migrate;
-use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Transaction, Type};
 
 use self::rows::RowExt;
 use super::error::{Result, StoreError, db_error};
@@ -37,9 +38,9 @@ pub(crate) trait Dialect:
     /// `$3` limit. Postgres locks the rows it returns (`FOR UPDATE SKIP LOCKED`).
     const CLAIM_CANDIDATES: &'static str;
 
-    /// The delivery held under a lease, `(tenant_id, event_id, destination_id, attempts,
-    /// manual)`: binds `$1` id, `$2` owner, `$3` expiry; row-locked on Postgres.
-    const SELECT_LEASED_DELIVERY: &'static str;
+    /// Appended to a `SELECT` whose rows the transaction goes on to update: ` FOR UPDATE` on
+    /// Postgres (other replicas wait for them), nothing on SQLite (one writer at a time).
+    const FOR_UPDATE: &'static str;
 
     /// Returns a row for a live tenant (`$1` id), share-locked on Postgres until the
     /// transaction ends.
@@ -147,4 +148,17 @@ where
             .map_err(db_error("announce routing change"))?;
     }
     Ok(())
+}
+
+/// `$n, $n+1, ...)` — closes the `IN (` the caller opened.
+pub(crate) fn push_ids<DB>(qb: &mut QueryBuilder<DB>, ids: &[i64])
+where
+    DB: Dialect,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    qb.push(")");
 }

@@ -68,9 +68,7 @@ impl Dialect for Sqlite {
         ORDER BY rank, next_attempt_at, id
         LIMIT $3";
 
-    const SELECT_LEASED_DELIVERY: &'static str = "
-        SELECT tenant_id, event_id, destination_id, attempts, manual FROM deliveries
-        WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_expires_at = $3";
+    const FOR_UPDATE: &'static str = "";
 
     const SELECT_LIVE_TENANT_LOCKED: &'static str =
         "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL";
