@@ -85,7 +85,7 @@ where
 
         let mut tx = self
             .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_with(DB::BEGIN_WRITE_UNSYNCED)
             .await
             .map_err(db_error(op))?;
 

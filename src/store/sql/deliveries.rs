@@ -89,7 +89,7 @@ where
 
         let mut tx = self
             .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_with(DB::BEGIN_WRITE_UNSYNCED)
             .await
             .map_err(db_error(op))?;
         let candidates = sqlx::query(DB::CLAIM_CANDIDATES)

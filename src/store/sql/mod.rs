@@ -30,9 +30,21 @@ use super::migrations::{EmbeddedMigration, migrator};
 pub(crate) trait Dialect:
     Database<Row: RowExt, Arguments: IntoArguments<Self> + Default, Connection: Migrate>
 {
-    /// Opens a write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so a
-    /// transaction never fails upgrading from reader to writer halfway through.
+    /// Opens a write transaction whose commit is durable (synced to disk before it returns):
+    /// everything by default, and above all ingest's event batches, which are acked to NATS
+    /// once committed. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so a
+    /// transaction never fails upgrading from reader to writer halfway through, and sets
+    /// `synchronous = FULL` for it (after an unsynced transaction on the same connection).
     const BEGIN_WRITE: &'static str;
+
+    /// Opens a write transaction whose commit is not waited for on disk: claims and attempt
+    /// results, whose loss in a power cut (not a process crash: the OS still has the write)
+    /// only makes a delivery go out again, which at-least-once allows — a lost lease is an
+    /// expired lease, a lost attempt record leaves the delivery leased until it expires. Both
+    /// backends write their log in order, so the next synced commit makes these durable too.
+    /// It spares the dispatcher's round trips a disk flush each (~4 ms on the benchmark's disk,
+    /// where SQLite's single writer manages ~240 synced commits a second).
+    const BEGIN_WRITE_UNSYNCED: &'static str;
 
     /// `claim_due`'s candidates as rows `(id, live)`: binds `$1` now, `$2` per-destination cap,
     /// `$3` limit. Postgres locks the rows it returns (`FOR UPDATE SKIP LOCKED`).

@@ -13,6 +13,7 @@ use crate::store::migrations::EmbeddedMigration;
 
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const BEGIN_WRITE_UNSYNCED: &'static str = "BEGIN; SET LOCAL synchronous_commit = off";
 
     // A skip-scan over the destination queues (one index probe per destination with work),
     // each destination's oldest due deliveries (read, not locked), round-robin across

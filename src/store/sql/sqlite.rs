@@ -16,7 +16,10 @@ use crate::store::error::{Result, StoreError, db_error, redact_url};
 use crate::store::migrations::EmbeddedMigration;
 
 impl Dialect for Sqlite {
-    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // `synchronous` is a setting of the connection read at commit; every write transaction
+    // sets the one it needs (all writes go through one connection).
+    const BEGIN_WRITE: &'static str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE";
+    const BEGIN_WRITE_UNSYNCED: &'static str = "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE";
 
     // SQLite has no LATERAL, and uses only the first column of a row-value comparison for an
     // index seek, so the skip-scan over destination queues steps with two index probes
@@ -148,4 +151,36 @@ fn create_parent_folder(file: &Path) -> std::result::Result<(), String> {
     }
     std::fs::create_dir_all(parent)
         .map_err(|e| format!("cannot create the folder {}: {e}", parent.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous_in(store: &SqlStore<Sqlite>, begin: &'static str) -> i64 {
+        let mut tx = store.writer.begin_with(begin).await.unwrap();
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        level
+    }
+
+    /// Every write transaction sets its own sync level, so a durable one (an event batch)
+    /// that follows an unsynced one (a claim) on the one writer connection is synced again.
+    #[tokio::test]
+    async fn each_write_transaction_sets_its_sync_level() {
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = connect(&url, &StoreOptions::default()).await.unwrap();
+        assert_eq!(synchronous_in(&store, Sqlite::BEGIN_WRITE).await, FULL);
+        assert_eq!(
+            synchronous_in(&store, Sqlite::BEGIN_WRITE_UNSYNCED).await,
+            NORMAL
+        );
+        assert_eq!(synchronous_in(&store, Sqlite::BEGIN_WRITE).await, FULL);
+    }
 }
