@@ -109,7 +109,11 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true)
         // Acked NATS messages must survive a power loss, not only a process crash.
-        .synchronous(SqliteSynchronous::Full);
+        .synchronous(SqliteSynchronous::Full)
+        // Statement journals (multi-row UPDATE / INSERT keep one to undo a failed statement)
+        // stay in memory instead of spilling into a temporary file: they were ~10 % of the
+        // writer thread's time in a throughput profile.
+        .pragma("temp_store", "memory");
     create_parent_folder(base.get_filename()).map_err(bad_url)?;
 
     let writer = SqlitePoolOptions::new()
