@@ -227,7 +227,13 @@ impl Run {
 
     async fn latency(&mut self) -> anyhow::Result<()> {
         let tenants = self.sizes.latency_tenants;
-        let base = match self.latency_base_rate {
+        // JETPOST_BENCH_LATENCY_RATE=N measures at N events/s instead (to compare builds at one
+        // rate: half of a faster build's throughput is a heavier load).
+        let fixed = std::env::var("JETPOST_BENCH_LATENCY_RATE")
+            .ok()
+            .and_then(|r| r.parse::<f64>().ok())
+            .filter(|r| *r > 0.0);
+        let base = match fixed.map(|r| r * 2.0).or(self.latency_base_rate) {
             Some(rate) => rate,
             None => {
                 self.say("latency: measuring the throughput it halves first");

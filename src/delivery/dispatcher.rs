@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use super::alert::{AlertPolicy, DEFAULT_EXHAUSTED_RETRIES_WINDOW, ExhaustedRetriesWindow};
 use super::attempt::{AttemptCode, AttemptResult};
 use super::claimed::{response_data, webhook_request};
+use super::completions::Completions;
 use super::operator_events::{
     self, AttemptData, AttemptPayload, ConsecutiveFailureData, ConsecutiveFailures,
     DestinationDisabledData, DestinationPayload, EventPayload, OperatorEvents, OperatorEventsError,
@@ -26,8 +27,9 @@ use super::webhook::WebhookProvider;
 use crate::config::{Config, OperatorEventsConfig, RetrySchedule};
 use crate::ingest::RoutingCache;
 use crate::store::{
-    Attempt, AttemptRecorded, AttemptStatus, ClaimRequest, ClaimedDelivery, DeliveryOutcome,
-    DeliveryStatus, Destination, Event, Lease, NewAttempt, Store, StoreError,
+    Attempt, AttemptCompletion, AttemptRecorded, AttemptStatus, BackendKind, ClaimRequest,
+    ClaimedDelivery, DeliveryOutcome, DeliveryStatus, Destination, Event, Lease, NewAttempt, Store,
+    StoreError,
 };
 
 /// Added to the delivery timeout to make the lease: time to record the attempt afterwards.
@@ -194,6 +196,8 @@ pub struct Dispatcher {
 
 struct Shared {
     store: Store,
+    /// Records finished attempts in batches.
+    completions: Completions,
     provider: WebhookProvider,
     options: DispatcherOptions,
     events: OperatorEvents,
@@ -225,7 +229,12 @@ impl Dispatcher {
         let health = Arc::new(Health::default());
         health.running.store(true, Ordering::Relaxed);
         health.claiming.store(true, Ordering::Relaxed);
+        let committers = match store.backend() {
+            BackendKind::Sqlite => 1,
+            BackendKind::Postgres => 4,
+        };
         let shared = Arc::new(Shared {
+            completions: Completions::start(store.clone(), committers),
             store,
             provider,
             exhausted: ExhaustedRetriesWindow::new(options.exhausted_retries_window),
@@ -487,7 +496,21 @@ async fn attempt(shared: &Shared, claimed: ClaimedDelivery, slot: OwnedSemaphore
     };
 
     metrics::histogram!("jetpost_delivery_duration_seconds").record(result.duration.as_secs_f64());
-    let recorded = match record(shared, &lease, &new_attempt, outcome).await {
+    let completion = AttemptCompletion {
+        lease: lease.clone(),
+        attempt: new_attempt.clone(),
+        outcome,
+    };
+    let recorded = match shared.completions.record(completion).await {
+        Ok(recorded) => Ok(recorded),
+        Err(err) => {
+            // Nothing of the batch was written: record this attempt on its own, so one bad
+            // item (or a deadlock between batches) costs only its own attempt.
+            debug!(event_id = %event.id, "batch not recorded ({err}); recording the attempt alone");
+            record(shared, &lease, &new_attempt, outcome).await
+        }
+    };
+    let recorded = match recorded {
         Ok(Some(recorded)) => recorded,
         Ok(None) => {
             metrics::counter!("jetpost_deliveries_total", "result" => "lease_lost").increment(1);

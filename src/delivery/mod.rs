@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod attempt;
 pub mod claimed;
+mod completions;
 pub mod dispatcher;
 pub mod operator_events;
 pub mod retry;

@@ -31,10 +31,10 @@ pub use self::changes::{RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
-    Attempt, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest, ClaimedDelivery,
-    Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination, DestinationFilter,
-    DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata, NewAttempt,
-    NewDestination, NewEvent, Tenant, TenantFilter, TimeRange, Upserted,
+    Attempt, AttemptCompletion, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest,
+    ClaimedDelivery, Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination,
+    DestinationFilter, DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata,
+    NewAttempt, NewDestination, NewEvent, Tenant, TenantFilter, TimeRange, Upserted,
 };
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
@@ -380,7 +380,25 @@ impl Store {
         attempt: &NewAttempt,
         outcome: DeliveryOutcome,
     ) -> Result<Option<AttemptRecorded>> {
-        on_db!(self, db => db.complete_attempt(lease, attempt, outcome).await)
+        let one = AttemptCompletion {
+            lease: lease.clone(),
+            attempt: attempt.clone(),
+            outcome,
+        };
+        let recorded = on_db!(self, db => db.complete_attempts(std::slice::from_ref(&one)).await)?;
+        Ok(recorded.into_iter().next().flatten())
+    }
+
+    /// `record_attempt` for many attempts in one transaction (the dispatcher's group commit):
+    /// one result per item, in batch order. Each item is checked against its own lease (`None`:
+    /// lost, nothing written for it; a delivery completes at most once per batch), and
+    /// consecutive failures are counted in batch order, as if each item were recorded alone
+    /// one after the other. An error means nothing was written.
+    pub async fn record_attempts(
+        &self,
+        batch: &[AttemptCompletion],
+    ) -> Result<Vec<Option<AttemptRecorded>>> {
+        on_db!(self, db => db.complete_attempts(batch).await)
     }
 
     /// Queues the event for the destination again, due now, flagged manual: replaces a pending

@@ -299,6 +299,14 @@ pub enum DeliveryOutcome {
     Cancelled,
 }
 
+/// A finished attempt to record under its claim's lease, one item of `Store::record_attempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptCompletion {
+    pub lease: Lease,
+    pub attempt: NewAttempt,
+    pub outcome: DeliveryOutcome,
+}
+
 /// What `record_attempt` wrote, for the dispatcher's logs and alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptRecorded {

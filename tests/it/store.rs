@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use jetpost::delivery::alert::AlertPolicy;
 use jetpost::store::{
-    AttemptFilter, AttemptStatus, BackendKind, ClaimRequest, ClaimedDelivery, Credentials,
-    DeliveryOutcome, DeliveryStatus, DestinationFilter, ErrorKind, EventFilter, InsertOutcome,
-    Metadata, NewAttempt, NewDestination, NewEvent, PageRequest, RoutingChange, SortDir, Store,
-    StoreError, StoreOptions, TenantFilter, TimeRange,
+    AttemptCompletion, AttemptFilter, AttemptStatus, BackendKind, ClaimRequest, ClaimedDelivery,
+    Credentials, DeliveryOutcome, DeliveryStatus, DestinationFilter, ErrorKind, EventFilter,
+    InsertOutcome, Metadata, NewAttempt, NewDestination, NewEvent, PageRequest, RoutingChange,
+    SortDir, Store, StoreError, StoreOptions, TenantFilter, TimeRange,
 };
 use sqlx::Connection as _;
 
@@ -54,6 +55,9 @@ conformance!(
     expired_lease_is_reclaimed_and_lost_lease_refused,
     attempts_retries_and_manual_retry,
     consecutive_failures_are_counted_per_destination,
+    batch_completion_checks_each_lease,
+    batch_completion_counts_failures_in_batch_order,
+    failed_batch_completion_writes_nothing,
     disabled_or_deleted_destinations_get_no_deliveries,
     events_paginate_both_ways_with_filters,
     attempts_and_tenants_paginate,
@@ -994,6 +998,253 @@ async fn consecutive_failures_are_counted_per_destination(db: TestDb) {
     assert_eq!(
         (recorded.attempt_number, recorded.consecutive_failures),
         (2, 1)
+    );
+}
+
+fn completion(
+    c: &ClaimedDelivery,
+    attempt: NewAttempt,
+    outcome: DeliveryOutcome,
+) -> AttemptCompletion {
+    AttemptCompletion {
+        lease: c.lease.clone(),
+        attempt,
+        outcome,
+    }
+}
+
+async fn batch_completion_checks_each_lease(db: TestDb) {
+    let store = with_destinations(&db, &["d1", "d2"]).await;
+    let mut events: Vec<NewEvent> = (1..=5)
+        .map(|i| event("t1", &format!("e{i}"), &["d1"]))
+        .collect();
+    events.push(event("t1", "e6", &["d2"]));
+    store.insert_events(&events).await.unwrap();
+    let claimed = store.claim_due(&claim("w1", later(1), 10)).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let of = |event_id: &str| claimed.iter().find(|c| c.event.id == event_id).unwrap();
+    let ok = |id: &str| attempt(id, AttemptStatus::Success, "200");
+    let failed = |id: &str| attempt(id, AttemptStatus::Failed, "500");
+
+    // e4 was completed on its own already (a failure: d1 has one in a row).
+    let alone = store
+        .record_attempt(&of("e4").lease, &failed("a4"), DeliveryOutcome::Failed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alone.consecutive_failures, 1);
+
+    let retry_at = later(120);
+    let mut stale = completion(of("e3"), failed("a3"), DeliveryOutcome::Failed);
+    stale.lease.owner = "w9".into();
+    let batch = vec![
+        completion(of("e1"), ok("a1"), DeliveryOutcome::Success),
+        completion(of("e2"), failed("a2"), DeliveryOutcome::RetryAt(retry_at)),
+        // A lease that does not hold, in the middle of the batch.
+        stale,
+        // Completed before: refused like a second `record_attempt`.
+        completion(of("e4"), failed("a4b"), DeliveryOutcome::Failed),
+        completion(of("e5"), failed("a5"), DeliveryOutcome::Failed),
+        completion(of("e6"), ok("a6"), DeliveryOutcome::Success),
+        // The same delivery twice in one batch: only the first completes it.
+        completion(of("e1"), ok("a1b"), DeliveryOutcome::Success),
+    ];
+    let recorded = store.record_attempts(&batch).await.unwrap();
+    let summary: Vec<Option<(u32, u32)>> = recorded
+        .iter()
+        .map(|r| r.map(|r| (r.attempt_number, r.consecutive_failures)))
+        .collect();
+    // d1: e1 resets the count, e2 and e5 fail in a row; d2 counts on its own.
+    assert_eq!(
+        summary,
+        vec![
+            Some((1, 0)),
+            Some((1, 1)),
+            None,
+            None,
+            Some((1, 2)),
+            Some((1, 0)),
+            None
+        ]
+    );
+
+    let status = |ds: Vec<jetpost::store::Delivery>| (ds[0].status, ds[0].attempts);
+    let deliveries = |e: &'static str| {
+        let store = store.clone();
+        async move { store.list_deliveries("t1", e).await.unwrap() }
+    };
+    assert_eq!(status(deliveries("e1").await), (DeliveryStatus::Success, 1));
+    let e2 = deliveries("e2").await;
+    assert_eq!((e2[0].status, e2[0].attempts), (DeliveryStatus::Pending, 1));
+    assert_eq!(
+        e2[0].next_attempt_at.map(|t| t.timestamp_micros()),
+        Some(retry_at.timestamp_micros())
+    );
+    assert_eq!(e2[0].lease_owner, None);
+    // The stale lease wrote nothing: e3 is still held by w1.
+    let e3 = deliveries("e3").await;
+    assert_eq!(
+        (e3[0].status, e3[0].attempts),
+        (DeliveryStatus::Delivering, 0)
+    );
+    assert_eq!(e3[0].lease_owner.as_deref(), Some("w1"));
+    assert_eq!(status(deliveries("e4").await), (DeliveryStatus::Failed, 1));
+    assert_eq!(status(deliveries("e5").await), (DeliveryStatus::Failed, 1));
+    assert_eq!(status(deliveries("e6").await), (DeliveryStatus::Success, 1));
+    assert_eq!(db.raw_count("SELECT count(*) FROM attempts").await, 5);
+    assert_eq!(
+        db.raw_count("SELECT count(*) FROM attempts WHERE id IN ('a3', 'a4b', 'a1b')")
+            .await,
+        0
+    );
+    // The attempts carry their delivery's facts.
+    let a2 = store.get_attempt(Some("t1"), "a2").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            a2.event_id.as_str(),
+            a2.destination_id.as_str(),
+            a2.attempt_number,
+            a2.status
+        ),
+        ("e2", "d1", 1, AttemptStatus::Failed)
+    );
+    assert_eq!(a2.delivery_id, of("e2").delivery.id);
+    assert_eq!(
+        a2.response_data,
+        Some(serde_json::json!({"status_code": 500, "body": "nope"}))
+    );
+
+    // The real holder of e3 still completes it, and d1's count went on from the batch's.
+    let e3 = store
+        .record_attempt(&of("e3").lease, &failed("a3"), DeliveryOutcome::Failed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((e3.attempt_number, e3.consecutive_failures), (1, 3));
+}
+
+async fn batch_completion_counts_failures_in_batch_order(db: TestDb) {
+    let store = with_destinations(&db, &["d1", "d2"]).await;
+    let mut events: Vec<NewEvent> = (1..=6)
+        .map(|i| event("t1", &format!("e{i}"), &["d1"]))
+        .collect();
+    events.push(event("t1", "f1", &["d2"]));
+    store.insert_events(&events).await.unwrap();
+    let claimed = store.claim_due(&claim("w", later(1), 10)).await.unwrap();
+    let of = |event_id: &str| claimed.iter().find(|c| c.event.id == event_id).unwrap();
+    let failed = |id: &str| attempt(id, AttemptStatus::Failed, "500");
+    let batch: Vec<AttemptCompletion> = [
+        ("e1", failed("a1")),
+        ("e2", failed("a2")),
+        ("f1", failed("b1")),
+        ("e3", attempt("a3", AttemptStatus::Success, "200")),
+        ("e4", failed("a4")),
+        ("e5", failed("a5")),
+        ("e6", failed("a6")),
+    ]
+    .into_iter()
+    .map(|(e, a)| completion(of(e), a, DeliveryOutcome::Failed))
+    .collect();
+    let counts: Vec<u32> = store
+        .record_attempts(&batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("lease held").consecutive_failures)
+        .collect();
+    assert_eq!(counts, [1, 2, 1, 0, 1, 2, 3]);
+    // Every count went to exactly one attempt, so each alert level fires once (of 4: 50 %
+    // at 2 failures, 70 % at 3).
+    let policy = AlertPolicy {
+        consecutive_failure_count: 4,
+        auto_disable_destination: false,
+    };
+    let levels: Vec<Option<u8>> = counts.iter().map(|&n| policy.level(n)).collect();
+    assert_eq!(
+        levels,
+        [None, Some(50), None, None, None, Some(50), Some(70)]
+    );
+    assert_eq!(
+        db.raw_count("SELECT consecutive_failures FROM destinations WHERE id = 'd1'")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.raw_count("SELECT consecutive_failures FROM destinations WHERE id = 'd2'")
+            .await,
+        1
+    );
+
+    // Two more failures of d1 in one batch count +2: 4 is the 100 % level, 5 none.
+    for e in ["e1", "e2"] {
+        store.schedule_manual_retry("t1", e, "d1").await.unwrap();
+    }
+    let again = store.claim_due(&claim("w", later(2), 10)).await.unwrap();
+    assert_eq!(again.len(), 2);
+    let batch: Vec<AttemptCompletion> = again
+        .iter()
+        .enumerate()
+        .map(|(i, c)| completion(c, failed(&format!("r{i}")), DeliveryOutcome::Failed))
+        .collect();
+    let recorded = store.record_attempts(&batch).await.unwrap();
+    let counts: Vec<(u32, u32)> = recorded
+        .iter()
+        .map(|r| {
+            let r = r.expect("lease held");
+            (r.attempt_number, r.consecutive_failures)
+        })
+        .collect();
+    assert_eq!(counts, [(2, 4), (2, 5)]);
+    assert_eq!(policy.level(4), Some(100));
+    assert_eq!(policy.level(5), None);
+    assert_eq!(
+        db.raw_count("SELECT consecutive_failures FROM destinations WHERE id = 'd1'")
+            .await,
+        5
+    );
+}
+
+async fn failed_batch_completion_writes_nothing(db: TestDb) {
+    let store = with_destinations(&db, &["d1"]).await;
+    store
+        .insert_events(&[event("t1", "e1", &["d1"]), event("t1", "e2", &["d1"])])
+        .await
+        .unwrap();
+    let claimed = store.claim_due(&claim("w", later(1), 10)).await.unwrap();
+    let failed = |id: &str| attempt(id, AttemptStatus::Failed, "500");
+    // The second item reuses an attempt id that is taken: the whole batch fails...
+    let batch = vec![
+        completion(&claimed[0], failed("x1"), DeliveryOutcome::Failed),
+        completion(&claimed[1], failed("x1"), DeliveryOutcome::Failed),
+    ];
+    let err = store.record_attempts(&batch).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    // ...and writes nothing, so each item can be recorded again (alone, or in a new batch).
+    assert_eq!(db.raw_count("SELECT count(*) FROM attempts").await, 0);
+    assert_eq!(
+        db.raw_count("SELECT consecutive_failures FROM destinations WHERE id = 'd1'")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.raw_count("SELECT count(*) FROM deliveries WHERE status = 'delivering'")
+            .await,
+        2
+    );
+    let first = store
+        .record_attempt(&claimed[0].lease, &failed("x1"), DeliveryOutcome::Failed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.consecutive_failures, 1);
+    let second = store
+        .record_attempt(&claimed[1].lease, &failed("x1"), DeliveryOutcome::Failed)
+        .await
+        .unwrap_err();
+    assert_eq!(second.kind(), ErrorKind::Conflict, "{second}");
+    assert_eq!(
+        store.record_attempts(&[]).await.unwrap(),
+        Vec::<Option<_>>::new()
     );
 }
 

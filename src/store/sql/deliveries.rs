@@ -13,12 +13,9 @@ use sqlx::{Encode, Executor, QueryBuilder, Type};
 
 use super::rows::{self, RowExt as _, SealedDestination, delivery_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore};
-use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
-use crate::store::model::{
-    AttemptRecorded, AttemptStatus, ClaimRequest, Delivery, DeliveryOutcome, DeliveryStatus, Event,
-    Lease, NewAttempt,
-};
+use super::{Dialect, SqlStore, push_ids};
+use crate::store::error::{Result, StoreError, db_error};
+use crate::store::model::{ClaimRequest, Delivery, DeliveryStatus, Event, Lease};
 
 /// A claimed delivery as read from the database; the facade opens the credentials.
 #[derive(Debug, Clone)]
@@ -92,7 +89,7 @@ where
 
         let mut tx = self
             .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_with(DB::BEGIN_WRITE_UNSYNCED)
             .await
             .map_err(db_error(op))?;
         let candidates = sqlx::query(DB::CLAIM_CANDIDATES)
@@ -163,139 +160,6 @@ where
             .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|c| order.get(&c.delivery.id).copied());
         Ok(claimed)
-    }
-
-    /// Records the attempt, moves the delivery on and counts the destination's consecutive
-    /// failures, if `lease` still holds it. Returns `None` (and writes nothing) when the lease
-    /// was lost: expired and claimed again, or reset by a manual retry.
-    pub async fn complete_attempt(
-        &self,
-        lease: &Lease,
-        attempt: &NewAttempt,
-        outcome: DeliveryOutcome,
-    ) -> Result<Option<AttemptRecorded>> {
-        let op = "complete attempt";
-        let now = Timestamp::now();
-        let response_data = rows::to_opt_json("response_data", attempt.response_data.as_ref())?;
-        let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(db_error(op))?;
-        let Some(held) = sqlx::query(DB::SELECT_LEASED_DELIVERY)
-            .bind(lease.delivery_id)
-            .bind(lease.owner.as_str())
-            .bind(Timestamp::new(lease.expires_at))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error(op))?
-        else {
-            return Ok(None);
-        };
-        let tenant_id = held.text("tenant_id")?;
-        let event_id = held.text("event_id")?;
-        let destination_id = held.text("destination_id")?;
-        let attempt_number = held.int("attempts")? + 1;
-        let manual = held.flag("manual")?;
-
-        let (status, next_attempt_at) = match outcome {
-            DeliveryOutcome::Success => (DeliveryStatus::Success, None),
-            DeliveryOutcome::Failed => (DeliveryStatus::Failed, None),
-            DeliveryOutcome::Cancelled => (DeliveryStatus::Cancelled, None),
-            DeliveryOutcome::RetryAt(at) => {
-                let live = sqlx::query(
-                    "SELECT 1 FROM destinations WHERE tenant_id = $1 AND id = $2 \
-                     AND deleted_at IS NULL AND disabled_at IS NULL",
-                )
-                .bind(tenant_id.as_str())
-                .bind(destination_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error(op))?;
-                if live.is_some() {
-                    (DeliveryStatus::Pending, Some(Timestamp::new(at)))
-                } else {
-                    (DeliveryStatus::Cancelled, None)
-                }
-            }
-        };
-        // Automatic retries after a manual attempt are automatic again.
-        let next_manual = manual && !matches!(outcome, DeliveryOutcome::RetryAt(_));
-        sqlx::query(
-            "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
-             manual = $5, lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
-             WHERE id = $1",
-        )
-        .bind(lease.delivery_id)
-        .bind(status.as_str())
-        .bind(attempt_number)
-        .bind(next_attempt_at)
-        .bind(next_manual)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error(op))?;
-        sqlx::query(
-            "INSERT INTO attempts (id, tenant_id, event_id, destination_id, delivery_id, \
-             attempt_number, manual, status, code, response_data, time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(attempt.id.as_str())
-        .bind(tenant_id.as_str())
-        .bind(event_id)
-        .bind(destination_id.as_str())
-        .bind(lease.delivery_id)
-        .bind(attempt_number)
-        .bind(manual)
-        .bind(attempt.status.as_str())
-        .bind(attempt.code.as_str())
-        .bind(response_data)
-        .bind(Timestamp::new(attempt.time))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict(format!(
-                    "attempt id {:?} already exists; give every attempt a new id",
-                    attempt.id
-                ))
-            } else {
-                db_error(op)(e)
-            }
-        })?;
-        let consecutive_failures = match attempt.status {
-            // Written only when there is something to reset: the common case (a healthy
-            // destination) leaves the destination row alone, so completions don't queue on it.
-            AttemptStatus::Success => {
-                sqlx::query(
-                    "UPDATE destinations SET consecutive_failures = 0 \
-                     WHERE tenant_id = $1 AND id = $2 AND consecutive_failures <> 0",
-                )
-                .bind(tenant_id.as_str())
-                .bind(destination_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error(op))?;
-                0
-            }
-            AttemptStatus::Failed => sqlx::query(
-                "UPDATE destinations SET consecutive_failures = consecutive_failures + 1 \
-                 WHERE tenant_id = $1 AND id = $2 RETURNING consecutive_failures",
-            )
-            .bind(tenant_id.as_str())
-            .bind(destination_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error(op))?
-            .map(|row| row.int("consecutive_failures"))
-            .transpose()?
-            .unwrap_or(0),
-        };
-        tx.commit().await.map_err(db_error(op))?;
-        Ok(Some(AttemptRecorded {
-            attempt_number: u32::try_from(attempt_number).unwrap_or(u32::MAX),
-            consecutive_failures: u32::try_from(consecutive_failures).unwrap_or(u32::MAX),
-        }))
     }
 
     /// Queues the event for the destination again, now, as a manual round.
@@ -396,17 +260,4 @@ where
             .map_err(db_error("count deliveries"))?;
         Ok(row.int("n")?.max(0) as u64)
     }
-}
-
-/// `$n, $n+1, ...)` — closes the `IN (` the caller opened.
-fn push_ids<DB>(qb: &mut QueryBuilder<DB>, ids: &[i64])
-where
-    DB: Dialect,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    let mut list = qb.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    qb.push(")");
 }

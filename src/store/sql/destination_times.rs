@@ -33,17 +33,24 @@ where
         times: &DestinationTimes,
     ) -> Result<SealedDestination> {
         let op = "set destination times";
-        sqlx::query(SET_DESTINATION_TIMES)
+        let mut tx = self
+            .writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error(op))?;
+        let stored = sqlx::query(SET_DESTINATION_TIMES)
             .bind(tenant_id)
             .bind(id)
             .bind(times.created_at.map(Timestamp::new))
             .bind(times.updated_at.map(Timestamp::new))
             .bind(times.disabled_at.map(Timestamp::new))
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error(op))?
             .map(|r| rows::destination(&r, ""))
             .transpose()?
-            .ok_or_else(|| StoreError::not_found("destination", id))
+            .ok_or_else(|| StoreError::not_found("destination", id))?;
+        tx.commit().await.map_err(db_error(op))?;
+        Ok(stored)
     }
 }

@@ -13,6 +13,7 @@ use crate::store::migrations::EmbeddedMigration;
 
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const BEGIN_WRITE_UNSYNCED: &'static str = "BEGIN; SET LOCAL synchronous_commit = off";
 
     // A skip-scan over the destination queues (one index probe per destination with work),
     // each destination's oldest due deliveries (read, not locked), round-robin across
@@ -63,10 +64,7 @@ impl Dialect for Postgres {
         LIMIT $3
         FOR UPDATE OF d SKIP LOCKED";
 
-    const SELECT_LEASED_DELIVERY: &'static str = "
-        SELECT tenant_id, event_id, destination_id, attempts, manual FROM deliveries
-        WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_expires_at = $3
-        FOR UPDATE";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
 
     const SELECT_LIVE_TENANT_LOCKED: &'static str =
         "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL FOR SHARE";
