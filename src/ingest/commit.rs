@@ -1,24 +1,14 @@
-//! Group commit: concurrent ingests are queued and written together, one transaction per batch.
-//! While a batch commits, the next one gathers, so a lone event waits for no timer and a burst
-//! becomes a few large transactions.
+//! Ingest's group commit: concurrent ingests are written together, one transaction per batch
+//! (`store::GroupCommit`), and the dispatcher is told when a batch created deliveries.
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::debug;
+use tokio::sync::Notify;
 
-use crate::store::{InsertOutcome, NewEvent, Store, StoreError};
+use crate::store::{GroupCommitError, InsertOutcome, NewEvent, Store, StoreError};
 
-struct Pending {
-    event: NewEvent,
-    done: oneshot::Sender<Result<InsertOutcome, Arc<StoreError>>>,
-}
-
-/// Hands events to the committer tasks; cheap to clone.
-#[derive(Clone)]
-pub struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
-}
+/// Hands events to the committer tasks.
+pub struct GroupCommit(crate::store::GroupCommit<NewEvent, InsertOutcome>);
 
 /// Why an event was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -38,74 +28,29 @@ impl GroupCommit {
         store: Store,
         committers: usize,
         max_batch: usize,
-        committed: Arc<tokio::sync::Notify>,
+        committed: Arc<Notify>,
     ) -> GroupCommit {
-        let (queue, receiver) = mpsc::channel::<Pending>(max_batch * committers.max(1) * 4);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..committers.max(1) {
-            tokio::spawn(commit_loop(
-                store.clone(),
-                receiver.clone(),
-                max_batch.max(1),
-                committed.clone(),
-            ));
-        }
-        GroupCommit { queue }
+        GroupCommit(crate::store::GroupCommit::start(
+            committers,
+            max_batch,
+            move |events: Vec<NewEvent>| {
+                let (store, committed) = (store.clone(), committed.clone());
+                async move {
+                    let outcomes = store.insert_events(&events).await?;
+                    if outcomes.contains(&InsertOutcome::Inserted) {
+                        committed.notify_one();
+                    }
+                    Ok(outcomes)
+                }
+            },
+        ))
     }
 
     /// Commits `event` (with its delivery rows) durably; returns once it is in the store.
     pub async fn commit(&self, event: NewEvent) -> Result<InsertOutcome, CommitError> {
-        let (done, outcome) = oneshot::channel();
-        self.queue
-            .send(Pending { event, done })
-            .await
-            .map_err(|_| CommitError::Closed)?;
-        outcome
-            .await
-            .map_err(|_| CommitError::Closed)?
-            .map_err(CommitError::Store)
-    }
-}
-
-async fn commit_loop(
-    store: Store,
-    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    max_batch: usize,
-    committed: Arc<tokio::sync::Notify>,
-) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
-    loop {
-        {
-            let mut receiver = receiver.lock().await;
-            match receiver.recv().await {
-                Some(first) => batch.push(first),
-                None => return,
-            }
-            while batch.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-        }
-        let events: Vec<NewEvent> = batch.iter().map(|p| p.event.clone()).collect();
-        let result = store.insert_events(&events).await;
-        debug!(size = events.len(), ok = result.is_ok(), "group commit");
-        match result {
-            Ok(outcomes) => {
-                if outcomes.contains(&InsertOutcome::Inserted) {
-                    committed.notify_one();
-                }
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = pending.done.send(Ok(outcome));
-                }
-            }
-            Err(err) => {
-                let err = Arc::new(err);
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Err(err.clone()));
-                }
-            }
-        }
+        self.0.commit(event).await.map_err(|err| match err {
+            GroupCommitError::Store(err) => CommitError::Store(err),
+            GroupCommitError::Closed => CommitError::Closed,
+        })
     }
 }

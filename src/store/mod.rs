@@ -6,6 +6,7 @@ mod aggregate;
 mod changes;
 mod crypto;
 mod error;
+mod group_commit;
 mod migrations;
 mod model;
 mod page;
@@ -29,6 +30,7 @@ pub use self::aggregate::{
 };
 pub use self::changes::{RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
+pub use self::group_commit::{GroupCommit, GroupCommitError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
     Attempt, AttemptCompletion, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest,
