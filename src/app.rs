@@ -70,6 +70,7 @@ pub async fn run(
         },
         ingest.deliveries_committed(),
     )?;
+    ingest.hand_off_to(dispatcher.handoff());
 
     let source = match NatsSourceConfig::from_config(&config).map_err(anyhow::Error::msg)? {
         Some(nats) => {

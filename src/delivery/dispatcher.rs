@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +18,7 @@ use super::alert::{AlertPolicy, DEFAULT_EXHAUSTED_RETRIES_WINDOW, ExhaustedRetri
 use super::attempt::{AttemptCode, AttemptResult};
 use super::claimed::{response_data, webhook_request};
 use super::completions::Completions;
+use super::lanes::{Lane, Lanes, Reservation};
 use super::operator_events::{
     self, AttemptData, AttemptPayload, ConsecutiveFailureData, ConsecutiveFailures,
     DestinationDisabledData, DestinationPayload, EventPayload, OperatorEvents, OperatorEventsError,
@@ -28,8 +29,8 @@ use crate::config::{Config, OperatorEventsConfig, RetrySchedule};
 use crate::ingest::RoutingCache;
 use crate::store::{
     Attempt, AttemptCompletion, AttemptRecorded, AttemptStatus, BackendKind, ClaimRequest,
-    ClaimedDelivery, DeliveryOutcome, DeliveryStatus, Destination, Event, Lease, NewAttempt, Store,
-    StoreError,
+    ClaimedDelivery, Delivery, DeliveryOutcome, DeliveryStatus, Destination, Event, Lease,
+    NewAttempt, NewLease, Store, StoreError,
 };
 
 /// Added to the delivery timeout to make the lease: time to record the attempt afterwards.
@@ -207,7 +208,7 @@ struct Shared {
     /// Notified whenever an attempt of ours finishes: a destination may be below its
     /// in-flight limit again.
     settled: Notify,
-    slots: Arc<Semaphore>,
+    lanes: Arc<Lanes>,
     /// Stop claiming.
     stop: CancellationToken,
     /// Abandon attempts in flight.
@@ -238,7 +239,10 @@ impl Dispatcher {
             store,
             provider,
             exhausted: ExhaustedRetriesWindow::new(options.exhausted_retries_window),
-            slots: Arc::new(Semaphore::new(options.max_concurrency.max(1))),
+            lanes: Arc::new(Lanes::new(
+                options.max_concurrency,
+                options.max_concurrency_per_destination,
+            )),
             options,
             events,
             health,
@@ -262,6 +266,11 @@ impl Dispatcher {
             claim_loop: Some(claim_loop),
             gauges: Some(gauges),
         })
+    }
+
+    /// The handle ingest hands freshly committed deliveries over with.
+    pub fn handoff(&self) -> Handoff {
+        Handoff(self.shared.clone())
     }
 
     /// The lease owner this dispatcher claims as.
@@ -319,6 +328,88 @@ impl Drop for Dispatcher {
     }
 }
 
+/// Ingest's way to hand a delivery it commits straight to this dispatcher instead of leaving
+/// it pending for a claim to find: `reserve` room (a lane of the destination and a global slot,
+/// waiting for one up to a deadline), commit the delivery already leased to this dispatcher
+/// (`lease`), then `start` its first attempt. A fresh event's first attempt then costs no claim
+/// transaction, and waits for no claim loop. Room that is not found leaves the delivery to the
+/// store's queue, as before.
+#[derive(Clone)]
+pub struct Handoff(Arc<Shared>);
+
+/// Room reserved for one handed-off delivery; given back when dropped unused.
+pub struct Reserved(Reservation);
+
+impl Handoff {
+    /// Room for a delivery to the destination, waiting until `deadline` at most; `None` once
+    /// the dispatcher is stopping.
+    pub async fn reserve(
+        &self,
+        tenant_id: &str,
+        destination_id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<Reserved> {
+        if self.0.stop.is_cancelled() {
+            return None;
+        }
+        let room = self.0.lanes.reserve(tenant_id, destination_id, deadline);
+        tokio::select! {
+            room = room => room.map(Reserved),
+            _ = self.0.stop.cancelled() => None,
+        }
+    }
+
+    /// The lease to commit reserved deliveries under: this dispatcher's, from now (to the
+    /// microsecond, as the store keeps it).
+    pub fn lease(&self, destination_ids: Vec<String>) -> NewLease {
+        let expires_at = later(Utc::now(), self.0.options.lease);
+        NewLease {
+            owner: self.0.options.owner.clone(),
+            expires_at: DateTime::from_timestamp_micros(expires_at.timestamp_micros())
+                .unwrap_or(expires_at),
+            destination_ids,
+        }
+    }
+
+    /// Starts the first attempt of a delivery committed under `lease` with id `delivery_id`.
+    pub fn start(
+        &self,
+        delivery_id: i64,
+        lease: &NewLease,
+        event: Event,
+        destination: Destination,
+        room: Reserved,
+    ) {
+        let now = Utc::now();
+        let delivery = Delivery {
+            id: delivery_id,
+            tenant_id: event.tenant_id.clone(),
+            event_id: event.id.clone(),
+            destination_id: destination.id.clone(),
+            status: DeliveryStatus::Delivering,
+            attempts: 0,
+            next_attempt_at: Some(lease.expires_at),
+            manual: false,
+            lease_owner: Some(lease.owner.clone()),
+            lease_expires_at: Some(lease.expires_at),
+            created_at: now,
+            updated_at: now,
+        };
+        let claimed = ClaimedDelivery {
+            lease: Lease {
+                delivery_id,
+                owner: lease.owner.clone(),
+                expires_at: lease.expires_at,
+            },
+            delivery,
+            event,
+            destination,
+        };
+        metrics::counter!("jetpost_deliveries_handed_off_total").increment(1);
+        spawn_attempt(&self.0, claimed, room.0);
+    }
+}
+
 /// Claims due deliveries whenever there is room, and sleeps when there is nothing to claim
 /// until a commit, a finished attempt or the next due time (at most `max_idle_wait`).
 async fn claim_loop(shared: Arc<Shared>) {
@@ -335,14 +426,14 @@ async fn claim_loop(shared: Arc<Shared>) {
         // A slot first, then the claim: never hold a lease without a worker for it.
         let first = tokio::select! {
             _ = shared.stop.cancelled() => return,
-            permit = shared.slots.clone().acquire_owned() => match permit {
+            permit = shared.lanes.slots().clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
         let mut slots = vec![first];
         while slots.len() < shared.options.max_concurrency {
-            match shared.slots.clone().try_acquire_owned() {
+            match shared.lanes.slots().clone().try_acquire_owned() {
                 Ok(permit) => slots.push(permit),
                 Err(_) => break,
             }
@@ -376,14 +467,11 @@ async fn claim_loop(shared: Arc<Shared>) {
         for delivery in claimed {
             // One slot per claimed delivery; `got <= wanted` by the claim's limit.
             let Some(slot) = slots.pop() else { break };
-            let shared_for_task = shared.clone();
-            shared.attempts.spawn(async move {
-                let abandon = shared_for_task.abandon.clone();
-                tokio::select! {
-                    _ = abandon.cancelled() => {}
-                    _ = attempt(&shared_for_task, delivery, slot) => {}
-                }
-            });
+            let lane = shared.lanes.claimed(
+                &delivery.delivery.tenant_id,
+                &delivery.delivery.destination_id,
+            );
+            spawn_attempt(&shared, delivery, Reservation { slot, lane });
         }
         drop(slots);
         if got > 0 {
@@ -391,22 +479,29 @@ async fn claim_loop(shared: Arc<Shared>) {
             continue;
         }
 
-        let wait = match shared.store.next_due_at().await {
-            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(
-                MIN_IDLE_WAIT,
-                shared.options.max_idle_wait.max(MIN_IDLE_WAIT),
-            ),
-            Ok(None) => shared.options.max_idle_wait,
+        // Due deliveries left unclaimed are held back by their destination's cap: a finished
+        // attempt may make room. Otherwise finished attempts (mostly hand-offs) are no reason to
+        // ask the store again.
+        let (wait, blocked) = match shared.store.next_due_at().await {
+            Ok(Some(at)) => {
+                let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                let wait = until.clamp(
+                    MIN_IDLE_WAIT,
+                    shared.options.max_idle_wait.max(MIN_IDLE_WAIT),
+                );
+                (wait, until.is_zero())
+            }
+            Ok(None) => (shared.options.max_idle_wait, false),
             Err(err) => {
                 shared.health.note_error(&err);
                 debug!("cannot read the next due time: {err}");
-                shared.options.max_idle_wait
+                (shared.options.max_idle_wait, false)
             }
         };
         tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = &mut woken => {}
-            _ = &mut settled => {}
+            _ = &mut settled, if blocked => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -445,8 +540,28 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// One attempt of one claimed delivery, from the request to the recorded outcome.
-async fn attempt(shared: &Shared, claimed: ClaimedDelivery, slot: OwnedSemaphorePermit) {
+/// Runs one attempt as a task of the dispatcher (abandoned when `stop` runs out of grace).
+fn spawn_attempt(shared: &Arc<Shared>, claimed: ClaimedDelivery, room: Reservation) {
+    let shared = shared.clone();
+    let tracker = shared.attempts.clone();
+    tracker.spawn(async move {
+        let abandon = shared.abandon.clone();
+        tokio::select! {
+            _ = abandon.cancelled() => {}
+            _ = attempt(&shared, claimed, room.slot, room.lane) => {}
+        }
+    });
+}
+
+/// One attempt of one claimed delivery, from the request to the recorded outcome. The lane
+/// (the lease counted against the destination) ends with the function, once the outcome is
+/// recorded.
+async fn attempt(
+    shared: &Shared,
+    claimed: ClaimedDelivery,
+    slot: OwnedSemaphorePermit,
+    _lane: Lane,
+) {
     let _in_flight = InFlight::enter(shared);
     let ClaimedDelivery {
         delivery,

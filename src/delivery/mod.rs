@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod claimed;
 mod completions;
 pub mod dispatcher;
+mod lanes;
 pub mod operator_events;
 pub mod retry;
 pub mod signature;
@@ -15,7 +16,8 @@ pub mod webhook;
 
 pub use attempt::{AttemptCode, AttemptResult};
 pub use dispatcher::{
-    Dispatcher, DispatcherError, DispatcherHealth, DispatcherOptions, DispatcherStatus,
+    Dispatcher, DispatcherError, DispatcherHealth, DispatcherOptions, DispatcherStatus, Handoff,
+    Reserved,
 };
 pub use operator_events::OperatorEvents;
 pub use retry::{RetryPolicy, Verdict};

@@ -1,9 +1,7 @@
 //! Ingest's group commit: concurrent ingests are written together, one transaction per batch
-//! (`store::GroupCommit`), and the dispatcher is told when a batch created deliveries.
+//! (`store::GroupCommit`).
 
 use std::sync::Arc;
-
-use tokio::sync::Notify;
 
 use crate::store::{GroupCommitError, InsertOutcome, NewEvent, Store, StoreError};
 
@@ -22,26 +20,14 @@ pub enum CommitError {
 
 impl GroupCommit {
     /// Starts `committers` tasks writing batches of at most `max_batch` events. SQLite has one
-    /// writer, so one committer; Postgres benefits from a few. `committed` is told about every
-    /// batch that created deliveries (the dispatcher's cue to claim them at once).
-    pub fn start(
-        store: Store,
-        committers: usize,
-        max_batch: usize,
-        committed: Arc<Notify>,
-    ) -> GroupCommit {
+    /// writer, so one committer; Postgres benefits from a few.
+    pub fn start(store: Store, committers: usize, max_batch: usize) -> GroupCommit {
         GroupCommit(crate::store::GroupCommit::start(
             committers,
             max_batch,
             move |events: Vec<NewEvent>| {
-                let (store, committed) = (store.clone(), committed.clone());
-                async move {
-                    let outcomes = store.insert_events(&events).await?;
-                    if outcomes.contains(&InsertOutcome::Inserted) {
-                        committed.notify_one();
-                    }
-                    Ok(outcomes)
-                }
+                let store = store.clone();
+                async move { store.insert_events(&events).await }
             },
         ))
     }

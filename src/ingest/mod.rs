@@ -1,20 +1,24 @@
 //! Ingest: validate → route → commit → settle. Every event, from NATS or `POST /publish`, walks
 //! this one path: parsed and checked (permanent errors reject it), routed through the in-memory
 //! routing cache, and committed with one delivery row per matched destination by group commit.
-//! Only a committed event is acknowledged to its source.
+//! Only a committed event is acknowledged to its source. A delivery the dispatcher has room for
+//! is committed already leased to it and handed over in memory (`delivery::Handoff`); the rest
+//! are committed pending, for the dispatcher's claims.
 
 mod commit;
 pub mod routing;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use crate::delivery::{Handoff, Reserved};
 use crate::event::{Event, TopicRules};
 use crate::source::{IngestSink, Outcome, SourceMessage};
-use crate::store::{InsertOutcome, NewEvent, Store};
+use crate::store::{self, Destination, InsertOutcome, NewEvent, Store};
 pub use commit::{CommitError, GroupCommit};
 pub use routing::RoutingCache;
 
@@ -39,6 +43,16 @@ pub enum IngestError {
     Unavailable(String),
 }
 
+/// How long an event from NATS waits for the dispatcher to have room for its deliveries (a lane
+/// of the destination and a global slot) before they are committed pending instead. Waiting
+/// leaves a backlog in the stream, where it costs nothing, rather than in the store, where every
+/// delivery then needs a claim; the source's in-flight bound stops the pulling meanwhile. The
+/// bound keeps one slow destination from holding its tenant's other events for long.
+const HANDOFF_WAIT: Duration = Duration::from_millis(500);
+/// The same for an event published over HTTP, whose caller waits for the answer: only long
+/// enough to ride out a claim in progress (the dispatcher holds its free slots while it claims).
+const HANDOFF_WAIT_HTTP: Duration = Duration::from_millis(100);
+
 /// Ingest settings taken from the config.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -56,24 +70,26 @@ pub struct Ingest {
     routing: Arc<RoutingCache>,
     commit: GroupCommit,
     committed: Arc<Notify>,
+    handoff: OnceLock<Handoff>,
 }
 
 impl Ingest {
     pub fn new(store: Store, options: IngestOptions) -> Ingest {
         let committed = Arc::new(Notify::new());
-        let commit = GroupCommit::start(
-            store.clone(),
-            options.committers,
-            options.max_batch,
-            committed.clone(),
-        );
+        let commit = GroupCommit::start(store.clone(), options.committers, options.max_batch);
         Ingest {
             store,
             topics: options.topics,
             routing: Arc::new(RoutingCache::default()),
             commit,
             committed,
+            handoff: OnceLock::new(),
         }
+    }
+
+    /// Hands deliveries the dispatcher has room for straight to it from now on (set once).
+    pub fn hand_off_to(&self, handoff: Handoff) {
+        let _ = self.handoff.set(handoff);
     }
 
     /// The routing cache, for invalidation by whoever writes tenants and destinations.
@@ -81,16 +97,28 @@ impl Ingest {
         &self.routing
     }
 
-    /// Notified after each commit that created deliveries: the dispatcher claims them at once.
+    /// Notified after each commit that created pending deliveries: the dispatcher claims them
+    /// at once.
     pub fn deliveries_committed(&self) -> Arc<Notify> {
         self.committed.clone()
     }
 
-    /// Validates, routes and commits one event. `default_id` names an event without `id`.
+    /// Validates, routes and commits one event (from HTTP: waiting at most `HANDOFF_WAIT_HTTP`
+    /// for room to hand its deliveries over). `default_id` names an event without `id`.
     pub async fn accept(
         &self,
         raw: &[u8],
         default_id: impl FnOnce() -> String,
+    ) -> Result<Accepted, IngestError> {
+        self.accept_within(raw, default_id, HANDOFF_WAIT_HTTP).await
+    }
+
+    /// `accept`, waiting up to `wait` for room to hand the deliveries to the dispatcher.
+    async fn accept_within(
+        &self,
+        raw: &[u8],
+        default_id: impl FnOnce() -> String,
+        wait: Duration,
     ) -> Result<Accepted, IngestError> {
         let mut event = Event::parse(raw).map_err(|err| IngestError::Invalid(err.to_string()))?;
         self.topics
@@ -99,7 +127,7 @@ impl Ingest {
         let id = event.id.clone().unwrap_or_else(default_id);
         event.id = Some(id.clone());
         let time = *event.time.get_or_insert_with(chrono::Utc::now);
-        let destination_ids = self
+        let destinations = self
             .routing
             .route(&self.store, &event)
             .await
@@ -107,6 +135,7 @@ impl Ingest {
                 warn!(tenant = %event.tenant_id, event_id = %id, "routing failed: {err}");
                 IngestError::Unavailable(format!("the store is unavailable: {err}"))
             })?;
+        let destination_ids: Vec<String> = destinations.iter().map(|d| d.id.clone()).collect();
         if destination_ids.is_empty() {
             metrics::counter!("jetpost_events_ingested_total", "routed" => "none").increment(1);
             debug!(tenant = %event.tenant_id, event_id = %id, "no destination matches; not stored");
@@ -116,6 +145,12 @@ impl Ingest {
                 destination_ids,
             });
         }
+        let rooms = self.reserve(&event.tenant_id, destinations, wait).await;
+        let lease = self
+            .handoff
+            .get()
+            .filter(|_| !rooms.is_empty())
+            .map(|handoff| handoff.lease(rooms.iter().map(|(d, _)| d.id.clone()).collect()));
         let metadata = (!event.metadata.is_empty()).then(|| event.metadata.clone());
         let new_event = NewEvent {
             tenant_id: event.tenant_id.clone(),
@@ -127,9 +162,21 @@ impl Ingest {
             data: event.data.get().to_owned(),
             eligible_for_retry: event.eligible_for_retry,
             destination_ids: destination_ids.clone(),
+            lease,
         };
+        // What the dispatcher needs of the event if some of its deliveries are handed over.
+        let handed = (new_event.lease.clone()).map(|lease| (stored_event(&new_event), lease));
         match self.commit.commit(new_event).await {
-            Ok(InsertOutcome::Inserted) => {
+            Ok(InsertOutcome::Inserted { leased }) => {
+                if leased.len() < destination_ids.len() {
+                    self.committed.notify_one();
+                }
+                if let (Some(handoff), Some((event, lease))) = (self.handoff.get(), handed) {
+                    for ((destination, room), delivery_id) in rooms.into_iter().zip(leased) {
+                        let destination = Destination::clone(&destination);
+                        handoff.start(delivery_id, &lease, event.clone(), destination, room);
+                    }
+                }
                 metrics::counter!("jetpost_events_ingested_total", "routed" => "some").increment(1);
                 tracing::info!(tenant = %event.tenant_id, event_id = %id, destinations = destination_ids.len(), "event ingested");
                 Ok(Accepted {
@@ -158,13 +205,54 @@ impl Ingest {
     }
 }
 
+impl Ingest {
+    /// Room in the dispatcher for each destination it can take now or within `wait`.
+    async fn reserve(
+        &self,
+        tenant_id: &str,
+        destinations: Vec<Arc<Destination>>,
+        wait: Duration,
+    ) -> Vec<(Arc<Destination>, Reserved)> {
+        let Some(handoff) = self.handoff.get() else {
+            return Vec::new();
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rooms = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            if let Some(room) = handoff.reserve(tenant_id, &destination.id, deadline).await {
+                rooms.push((destination, room));
+            }
+        }
+        rooms
+    }
+}
+
+/// The event as the store holds it once committed.
+fn stored_event(new_event: &NewEvent) -> store::Event {
+    store::Event {
+        tenant_id: new_event.tenant_id.clone(),
+        id: new_event.id.clone(),
+        destination_id: new_event.destination_id.clone(),
+        topic: new_event.topic.clone(),
+        time: new_event.time,
+        metadata: new_event.metadata.clone(),
+        data: new_event.data.clone(),
+        eligible_for_retry: new_event.eligible_for_retry,
+        destination_ids: new_event.destination_ids.clone(),
+        created_at: chrono::Utc::now(),
+    }
+}
+
 impl IngestSink for Ingest {
     fn ingest(&self, message: SourceMessage) -> BoxFuture<'_, Outcome> {
         Box::pin(async move {
             let SourceMessage {
                 body, default_id, ..
             } = message;
-            match self.accept(&body, move || default_id).await {
+            match self
+                .accept_within(&body, move || default_id, HANDOFF_WAIT)
+                .await
+            {
                 Ok(accepted) if accepted.duplicate => Outcome::Committed { duplicate: true },
                 Ok(accepted) if accepted.destination_ids.is_empty() => Outcome::NotRouted,
                 Ok(_) => Outcome::Committed { duplicate: false },

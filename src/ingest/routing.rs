@@ -9,20 +9,20 @@ use std::sync::{Arc, RwLock};
 use tracing::warn;
 
 use crate::event::{Event, Filter, topics_match};
-use crate::store::{Store, StoreError};
+use crate::store::{Destination, Store, StoreError};
 
-/// One enabled destination as routing sees it.
+/// One enabled destination as routing sees it (kept whole, credentials opened, so a delivery
+/// handed straight to the dispatcher needs no read of it).
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub destination_id: String,
-    pub topics: Vec<String>,
+    pub destination: Arc<Destination>,
     /// `None` when the destination has no filter.
     pub filter: Option<Filter>,
 }
 
 impl Route {
     fn accepts(&self, event: &Event, filter_input: &serde_json::Value) -> bool {
-        topics_match(&self.topics, event.topic.as_deref())
+        topics_match(&self.destination.topics, event.topic.as_deref())
             && self.filter.as_ref().is_none_or(|f| f.matches(filter_input))
     }
 }
@@ -37,7 +37,11 @@ pub struct RoutingCache {
 impl RoutingCache {
     /// The destinations `event` goes to: `destination_id` alone if the event names one (when it
     /// is enabled and matches), else every enabled destination whose topics and filter match.
-    pub async fn route(&self, store: &Store, event: &Event) -> Result<Vec<String>, StoreError> {
+    pub async fn route(
+        &self,
+        store: &Store,
+        event: &Event,
+    ) -> Result<Vec<Arc<Destination>>, StoreError> {
         let routes = self.routes(store, &event.tenant_id).await?;
         let input = event.filter_input();
         Ok(routes
@@ -46,10 +50,10 @@ impl RoutingCache {
                 event
                     .destination_id
                     .as_ref()
-                    .is_none_or(|id| *id == r.destination_id)
+                    .is_none_or(|id| *id == r.destination.id)
             })
             .filter(|r| r.accepts(event, &input))
-            .map(|r| r.destination_id.clone())
+            .map(|r| r.destination.clone())
             .collect())
     }
 
@@ -72,7 +76,10 @@ impl RoutingCache {
                         return None;
                     }
                 };
-                Some(Route { destination_id: d.id, topics: d.topics, filter })
+                Some(Route {
+                    destination: Arc::new(d),
+                    filter,
+                })
             })
             .collect();
         let routes = Arc::new(routes);

@@ -36,7 +36,7 @@ pub use self::model::{
     Attempt, AttemptCompletion, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest,
     ClaimedDelivery, Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination,
     DestinationFilter, DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata,
-    NewAttempt, NewDestination, NewEvent, Tenant, TenantFilter, TimeRange, Upserted,
+    NewAttempt, NewDestination, NewEvent, NewLease, Tenant, TenantFilter, TimeRange, Upserted,
 };
 pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 

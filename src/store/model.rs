@@ -106,13 +106,27 @@ pub struct NewEvent {
     /// The exact bytes of the event's `data` object; stored and returned untouched.
     pub data: String,
     pub eligible_for_retry: bool,
-    /// One pending delivery is created per distinct id.
+    /// One delivery is created per distinct id: pending, or leased when `lease` names it.
+    pub destination_ids: Vec<String>,
+    /// Deliveries handed straight to a dispatcher (`delivery::Handoff`): inserted already
+    /// leased to it instead of pending.
+    pub lease: Option<NewLease>,
+}
+
+/// The lease a new event's handed-off deliveries are inserted under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLease {
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+    /// A subset of the event's `destination_ids`.
     pub destination_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
-    Inserted,
+    /// The event was stored; `leased` holds the ids of the deliveries inserted under its
+    /// lease, in the order of `NewLease::destination_ids`.
+    Inserted { leased: Vec<i64> },
     /// The tenant already has an event with this id (stored earlier, or earlier in the same
     /// batch): nothing was written for it.
     Duplicate,

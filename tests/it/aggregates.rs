@@ -78,6 +78,7 @@ fn event(tenant_id: &str, id: &str, topic: &str, at: DateTime<Utc>, to: &[&str])
         data: "{}".into(),
         eligible_for_retry: true,
         destination_ids: to.iter().map(|d| d.to_string()).collect(),
+        lease: None,
     }
 }
 

@@ -9,8 +9,8 @@ use jetpost::delivery::alert::AlertPolicy;
 use jetpost::store::{
     AttemptCompletion, AttemptFilter, AttemptStatus, BackendKind, ClaimRequest, ClaimedDelivery,
     Credentials, DeliveryOutcome, DeliveryStatus, DestinationFilter, ErrorKind, EventFilter,
-    InsertOutcome, Metadata, NewAttempt, NewDestination, NewEvent, PageRequest, RoutingChange,
-    SortDir, Store, StoreError, StoreOptions, TenantFilter, TimeRange,
+    InsertOutcome, Lease, Metadata, NewAttempt, NewDestination, NewEvent, NewLease, PageRequest,
+    RoutingChange, SortDir, Store, StoreError, StoreOptions, TenantFilter, TimeRange,
 };
 use sqlx::Connection as _;
 
@@ -48,6 +48,7 @@ conformance!(
     credentials_need_the_right_secret,
     unreadable_credentials_postpone_only_their_deliveries,
     duplicate_events_are_reported_and_write_nothing,
+    handed_off_deliveries_are_inserted_leased,
     event_data_bytes_round_trip_exactly,
     concurrent_batches_store_each_event_once,
     concurrent_claims_never_overlap,
@@ -96,7 +97,13 @@ fn event(tenant_id: &str, id: &str, destination_ids: &[&str]) -> NewEvent {
         data: format!(r#"{{"id":"{id}"}}"#),
         eligible_for_retry: true,
         destination_ids: destination_ids.iter().map(|d| d.to_string()).collect(),
+        lease: None,
     }
+}
+
+/// An event stored without hand-off.
+fn inserted() -> InsertOutcome {
+    InsertOutcome::Inserted { leased: Vec::new() }
 }
 
 /// A store with tenant `t1` and webhook destinations with the given ids.
@@ -458,7 +465,7 @@ async fn duplicate_events_are_reported_and_write_nothing(db: TestDb) {
             .insert_events(std::slice::from_ref(&first))
             .await
             .unwrap(),
-        vec![InsertOutcome::Inserted]
+        vec![inserted()]
     );
     let mut replay = first.clone();
     replay.data = r#"{"id":"changed"}"#.into();
@@ -481,9 +488,9 @@ async fn duplicate_events_are_reported_and_write_nothing(db: TestDb) {
     assert_eq!(
         store.insert_events(&batch).await.unwrap(),
         vec![
-            InsertOutcome::Inserted,
+            inserted(),
             InsertOutcome::Duplicate,
-            InsertOutcome::Inserted,
+            inserted(),
             InsertOutcome::Duplicate,
         ]
     );
@@ -501,9 +508,96 @@ async fn duplicate_events_are_reported_and_write_nothing(db: TestDb) {
             .insert_events(&[event("t2", "e1", &[])])
             .await
             .unwrap(),
-        vec![InsertOutcome::Inserted]
+        vec![inserted()]
     );
     assert!(store.insert_events(&[]).await.unwrap().is_empty());
+}
+
+async fn handed_off_deliveries_are_inserted_leased(db: TestDb) {
+    let store = with_destinations(&db, &["d1", "d2", "d3"]).await;
+    let t0 = later(1);
+    // The store keeps microseconds.
+    let expires =
+        DateTime::from_timestamp_micros((t0 + TimeDelta::seconds(40)).timestamp_micros()).unwrap();
+    let mut handed = event("t1", "e1", &["d1", "d2", "d3"]);
+    handed.lease = Some(NewLease {
+        owner: "w1".into(),
+        expires_at: expires,
+        destination_ids: vec!["d3".into(), "d1".into()],
+    });
+    let outcomes = store.insert_events(&[handed.clone()]).await.unwrap();
+    let [InsertOutcome::Inserted { leased }] = outcomes.as_slice() else {
+        panic!("not inserted: {outcomes:?}");
+    };
+    let deliveries = store.list_deliveries("t1", "e1").await.unwrap();
+    let id_of = |d: &str| {
+        deliveries
+            .iter()
+            .find(|x| x.destination_id == d)
+            .unwrap()
+            .id
+    };
+    assert_eq!(
+        leased,
+        &vec![id_of("d3"), id_of("d1")],
+        "in the lease's order"
+    );
+    for d in &deliveries {
+        if d.destination_id == "d2" {
+            assert_eq!(d.status, DeliveryStatus::Pending);
+            assert_eq!(d.lease_owner, None);
+        } else {
+            assert_eq!(d.status, DeliveryStatus::Delivering, "{}", d.destination_id);
+            assert_eq!(d.lease_owner.as_deref(), Some("w1"));
+            assert_eq!(d.lease_expires_at, Some(expires));
+            assert_eq!(d.next_attempt_at, Some(expires));
+        }
+    }
+
+    // Claims take only the pending one while the lease holds...
+    let claimed = store.claim_due(&claim("w2", t0, 10)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery.destination_id, "d2");
+    // ...and the lease is a real one: the owner records under it, a stale copy is refused.
+    let lease = Lease {
+        delivery_id: id_of("d1"),
+        owner: "w1".into(),
+        expires_at: expires,
+    };
+    let ok = attempt("h1", AttemptStatus::Success, "200");
+    assert!(
+        store
+            .complete_attempt(&lease, &ok, DeliveryOutcome::Success)
+            .await
+            .unwrap()
+    );
+    let stale = Lease {
+        delivery_id: id_of("d3"),
+        owner: "w2".into(),
+        expires_at: expires,
+    };
+    assert!(
+        !store
+            .complete_attempt(&stale, &ok, DeliveryOutcome::Success)
+            .await
+            .unwrap()
+    );
+    // The handed-off delivery nobody recorded is claimed again once its lease runs out.
+    let after = store
+        .claim_due(&claim("w2", expires + TimeDelta::seconds(1), 10))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = after
+        .iter()
+        .map(|c| c.delivery.destination_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["d3"]);
+
+    // A duplicate leases nothing.
+    assert_eq!(
+        store.insert_events(&[handed]).await.unwrap(),
+        vec![InsertOutcome::Duplicate]
+    );
 }
 
 async fn event_data_bytes_round_trip_exactly(db: TestDb) {
@@ -571,7 +665,7 @@ async fn concurrent_batches_store_each_event_once(db: TestDb) {
                 let outcomes = store.insert_events(&events).await.unwrap();
                 inserted += outcomes
                     .iter()
-                    .filter(|o| **o == InsertOutcome::Inserted)
+                    .filter(|o| matches!(o, InsertOutcome::Inserted { .. }))
                     .count();
             }
             inserted

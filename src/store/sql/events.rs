@@ -1,6 +1,7 @@
 //! Event queries: the batch insert that ingest's group commit rests on (events plus one
-//! pending delivery per matched destination, all in one transaction, duplicates skipped by the
-//! unique (tenant_id, id) key), lookups, and the filtered, paginated list.
+//! delivery per matched destination, all in one transaction, duplicates skipped by the unique
+//! (tenant_id, id) key; a delivery handed to a dispatcher goes in already leased to it),
+//! lookups, and the filtered, paginated list.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,9 +16,12 @@ use crate::store::model::{Event, EventFilter, InsertOutcome, NewEvent};
 use crate::store::page::{Cursor, Page, PagePlan};
 
 /// Rows per INSERT statement, well under both backends' bind-parameter limits
-/// (SQLite 32766, Postgres 65535): events bind 10 values a row, deliveries 6.
+/// (SQLite 32766, Postgres 65535): events bind 10 values a row, deliveries 8.
 const EVENTS_PER_STATEMENT: usize = 1000;
 const DELIVERIES_PER_STATEMENT: usize = 2000;
+
+/// The owner and expiry a handed-off delivery is inserted leased to.
+type LeasedTo<'a> = (&'a str, Timestamp);
 
 impl<DB: Dialect> SqlStore<DB>
 where
@@ -96,35 +100,75 @@ where
             }
         }
 
-        let mut deliveries: Vec<(&str, &str, &str)> = Vec::new();
+        // Each new delivery: pending, or leased to the dispatcher the event was handed to.
+        let mut deliveries: Vec<(usize, &str, Option<LeasedTo<'_>>)> = Vec::new();
         for &i in &inserted {
-            outcomes[i] = InsertOutcome::Inserted;
             let e = &batch[i];
             let mut distinct = HashSet::new();
             for d in &e.destination_ids {
                 if distinct.insert(d.as_str()) {
-                    deliveries.push((e.tenant_id.as_str(), e.id.as_str(), d.as_str()));
+                    let lease = e.lease.as_ref().filter(|l| l.destination_ids.contains(d));
+                    let lease = lease.map(|l| (l.owner.as_str(), Timestamp::new(l.expires_at)));
+                    deliveries.push((i, d.as_str(), lease));
                 }
             }
         }
+        let mut leased_ids: HashMap<(usize, &str), i64> = HashMap::new();
         for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (tenant_id, event_id, destination_id, status, attempts, \
-                 next_attempt_at, manual, created_at, updated_at) ",
+                 next_attempt_at, manual, lease_owner, lease_expires_at, created_at, updated_at) ",
             );
-            qb.push_values(chunk, |mut row, &(tenant_id, event_id, destination_id)| {
-                row.push_bind(tenant_id)
-                    .push_bind(event_id)
+            qb.push_values(chunk, |mut row, &(i, destination_id, lease)| {
+                let e = &batch[i];
+                row.push_bind(e.tenant_id.as_str())
+                    .push_bind(e.id.as_str())
                     .push_bind(destination_id)
-                    .push("'pending'")
+                    .push(if lease.is_some() {
+                        "'delivering'"
+                    } else {
+                        "'pending'"
+                    })
                     .push("0")
-                    .push_bind(now)
+                    .push_bind(lease.map_or(now, |(_, expires)| expires))
                     .push("FALSE")
+                    .push_bind(lease.map(|(owner, _)| owner))
+                    .push_bind(lease.map(|(_, expires)| expires))
                     .push_bind(now)
                     .push_bind(now);
             });
-            qb.push(" ON CONFLICT (tenant_id, event_id, destination_id) DO NOTHING");
-            qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
+            qb.push(
+                " ON CONFLICT (tenant_id, event_id, destination_id) DO NOTHING \
+                 RETURNING id, tenant_id, event_id, destination_id, lease_owner",
+            );
+            for row in qb.build().fetch_all(&mut *tx).await.map_err(db_error(op))? {
+                if row.opt_text("lease_owner")?.is_none() {
+                    continue;
+                }
+                let key = (row.text("tenant_id")?, row.text("event_id")?);
+                let Some(&i) = position.get(&(key.0.as_str(), key.1.as_str())) else {
+                    continue;
+                };
+                let destination_id = row.text("destination_id")?;
+                let Some(d) = batch[i]
+                    .destination_ids
+                    .iter()
+                    .find(|d| **d == destination_id)
+                else {
+                    continue;
+                };
+                leased_ids.insert((i, d.as_str()), row.int("id")?);
+            }
+        }
+        for &i in &inserted {
+            let leased = batch[i].lease.as_ref().map_or_else(Vec::new, |lease| {
+                lease
+                    .destination_ids
+                    .iter()
+                    .filter_map(|d| leased_ids.get(&(i, d.as_str())).copied())
+                    .collect()
+            });
+            outcomes[i] = InsertOutcome::Inserted { leased };
         }
         tx.commit().await.map_err(db_error(op))?;
         Ok(outcomes)

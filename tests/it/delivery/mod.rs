@@ -154,6 +154,9 @@ impl Bed {
         tweak(&mut options);
         let dispatcher =
             Dispatcher::start(self.store.clone(), provider, options, self.wake.clone()).unwrap();
+        // As `jetpost serve` does: fresh deliveries go straight to the dispatcher when it has
+        // room (only the first dispatcher of a bed: ingest takes one for good).
+        self.ingest.hand_off_to(dispatcher.handoff());
         self.dispatcher = Some(dispatcher);
     }
 

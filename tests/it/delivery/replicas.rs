@@ -27,6 +27,7 @@ fn new_event(n: usize, destinations: &[&str]) -> NewEvent {
         data: format!(r#"{{"n":{n}}}"#),
         eligible_for_retry: true,
         destination_ids: destinations.iter().map(|d| d.to_string()).collect(),
+        lease: None,
     }
 }
 

@@ -184,3 +184,38 @@ async fn attempts_in_flight_stay_within_the_global_and_per_destination_bounds() 
     assert_eq!(receiver.requests().len(), 16);
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_delivery_is_committed_leased_and_sent_without_a_claim() {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(Reply::Delay(Duration::from_millis(1500), 200));
+    let mut bed = Bed::sqlite().await;
+    bed.create(webhook("a", receiver.url("/a"), &["*"])).await;
+    bed.start_with(&config(|_| {}), |o| {
+        // Claims would only come after this long: anything sent sooner was handed off.
+        o.max_idle_wait = Duration::from_secs(30);
+    });
+    let owner = bed.dispatcher.as_ref().unwrap().owner().to_owned();
+    let accepted = bed
+        .publish(json!({"tenant_id": TENANT, "topic": "t", "data": {}}))
+        .await;
+
+    // Committed already leased to this dispatcher, and on the wire at once.
+    let deliveries = bed
+        .store
+        .list_deliveries(TENANT, &accepted.id)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, DeliveryStatus::Delivering);
+    assert_eq!(deliveries[0].lease_owner.as_deref(), Some(owner.as_str()));
+    receiver.wait_for(1, Duration::from_secs(1)).await;
+
+    bed.wait_for(&accepted.id, "a", DeliveryStatus::Success)
+        .await;
+    let attempts = bed.attempts(&accepted.id, "a").await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].attempt_number, 1);
+    assert_eq!(receiver.requests().len(), 1);
+    bed.stop().await;
+}
