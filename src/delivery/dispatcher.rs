@@ -1,7 +1,8 @@
-//! The dispatcher: claims due deliveries from the store (at once when ingest commits new ones,
-//! and when retries or expired leases fall due), sends each as one attempt within the global
-//! and per-destination bounds, records the attempt and what follows under the claim's lease,
-//! and raises alerts and operator events. Replicas share one store; leases keep them apart.
+//! The dispatcher: starts the first attempt of deliveries ingest hands over (`Handoff`), claims
+//! due deliveries from the store (at once when ingest commits pending ones, and when retries or
+//! expired leases fall due), sends each as one attempt within the global and per-destination
+//! bounds, records the attempt and what follows under the delivery's lease, and raises alerts
+//! and operator events. Replicas share one store; leases keep them apart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
-//! Delivery: sending events to destinations. The dispatcher claims due deliveries from the
-//! store and sends each through the webhook provider (one attempt, its signatures and its
-//! outcome, through the SSRF guard), then applies the retry policy, alerts and operator events.
+//! Delivery: sending events to destinations. The dispatcher takes deliveries handed over by
+//! ingest and claims due ones from the store, within its lanes (`lanes`), and sends each through
+//! the webhook provider (one attempt, its signatures and its outcome, through the SSRF guard),
+//! then applies the retry policy, alerts and operator events.
 
 pub mod alert;
 pub mod attempt;
