@@ -3,10 +3,12 @@
 //! count every replica's leases in the store; a hand-off has no store round trip to ask, so it
 //! counts this process's leases here and takes at most `cap - 1` of a destination's lanes,
 //! leaving the last one to the store's queue (retries, recovered leases, manual retries), which
-//! can therefore never be starved by fresh events.
+//! can therefore never be starved by fresh events. A destination whose wait for a lane ran out
+//! counts as saturated for a second: hand-offs to it give up at once meanwhile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -18,7 +20,14 @@ struct Leases {
     held: u32,
     /// Told when one of these leases ends: a waiting hand-off may take it.
     freed: Arc<Notify>,
+    /// A wait for a lane ran out recently: the destination is saturated (a slow endpoint), and
+    /// until then its deliveries queue in the store at once instead of each waiting in vain
+    /// (and holding its tenant's in-flight slots meanwhile).
+    saturated_until: Option<Instant>,
 }
+
+/// How long a destination counts as saturated after a wait for one of its lanes ran out.
+const SATURATED_FOR: Duration = Duration::from_secs(1);
 
 pub(super) struct Lanes {
     slots: Arc<Semaphore>,
@@ -77,6 +86,12 @@ impl Lanes {
                     entry.held += 1;
                     break;
                 }
+                if entry
+                    .saturated_until
+                    .is_some_and(|until| Instant::now() < until)
+                {
+                    return None;
+                }
                 entry.freed.clone()
             };
             // A lease that ends between the check and this wait leaves a permit in `freed`.
@@ -84,6 +99,7 @@ impl Lanes {
                 .await
                 .is_err()
             {
+                self.saturated(&key);
                 return None;
             }
         }
@@ -107,6 +123,12 @@ impl Lanes {
         self.lock()
             .get(&(tenant_id.to_owned(), destination_id.to_owned()))
             .map_or(0, |l| l.held)
+    }
+
+    fn saturated(&self, key: &DestinationKey) {
+        if let Some(entry) = self.lock().get_mut(key) {
+            entry.saturated_until = Some(Instant::now() + SATURATED_FOR);
+        }
     }
 
     fn release(&self, key: &DestinationKey) {
@@ -181,6 +203,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(first);
         assert!(waiter.await.unwrap(), "the waiter got the freed lane");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_destination_stops_making_hand_offs_wait() {
+        let lanes = Arc::new(Lanes::new(10, 2));
+        let busy = lanes.reserve("t", "d", soon(10)).await.expect("lane");
+        // The first wait runs its course...
+        let started = Instant::now();
+        assert!(lanes.reserve("t", "d", soon(500)).await.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        // ...the next ones give up at once while the destination counts as saturated...
+        let started = Instant::now();
+        assert!(lanes.reserve("t", "d", soon(500)).await.is_none());
+        assert!(started.elapsed() < Duration::from_millis(10));
+        // ...and wait again once that has passed.
+        tokio::time::advance(SATURATED_FOR).await;
+        let started = Instant::now();
+        assert!(lanes.reserve("t", "d", soon(100)).await.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        drop(busy);
+        assert!(lanes.reserve("t", "d", soon(10)).await.is_some());
     }
 
     #[tokio::test]

@@ -47,7 +47,9 @@ pub enum IngestError {
 /// of the destination and a global slot) before they are committed pending instead. Waiting
 /// leaves a backlog in the stream, where it costs nothing, rather than in the store, where every
 /// delivery then needs a claim; the source's in-flight bound stops the pulling meanwhile. The
-/// bound keeps one slow destination from holding its tenant's other events for long.
+/// bound, and the dispatcher's giving up at once on a destination whose wait ran out in the
+/// last second (`delivery::lanes`), keep a slow destination from holding its tenant's other
+/// events.
 const HANDOFF_WAIT: Duration = Duration::from_millis(500);
 /// The same for an event published over HTTP, whose caller waits for the answer: only long
 /// enough to ride out a claim in progress (the dispatcher holds its free slots while it claims).
