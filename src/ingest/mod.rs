@@ -173,7 +173,9 @@ impl Ingest {
                 if leased.len() < destination_ids.len() {
                     self.committed.notify_one();
                 }
-                if let (Some(handoff), Some((event, lease))) = (self.handoff.get(), handed) {
+                if let (Some(handoff), Some((mut event, lease))) = (self.handoff.get(), handed) {
+                    // Close to the store's own `created_at` (taken inside the commit).
+                    event.created_at = chrono::Utc::now();
                     for ((destination, room), delivery_id) in rooms.into_iter().zip(leased) {
                         let destination = Destination::clone(&destination);
                         handoff.start(delivery_id, &lease, event.clone(), destination, room);
@@ -229,7 +231,7 @@ impl Ingest {
     }
 }
 
-/// The event as the store holds it once committed.
+/// The event as the store holds it once committed (`created_at` is set after the commit).
 fn stored_event(new_event: &NewEvent) -> store::Event {
     store::Event {
         tenant_id: new_event.tenant_id.clone(),
