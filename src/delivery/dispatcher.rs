@@ -42,6 +42,10 @@ pub const DEFAULT_MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
 /// destination is at its in-flight limit, or another replica is claiming them) are looked at
 /// again after this, or sooner when an attempt of ours finishes.
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(50);
+/// After a finished attempt, how long the claim loop lets others finish too before it claims
+/// again for due deliveries held back by their destination's cap: a slow endpoint's backlog
+/// would otherwise cost a claim transaction per finished attempt of every other destination.
+const SETTLED_GATHER: Duration = Duration::from_millis(10);
 const STORE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const STORE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long queued operator events may take to go out on shutdown.
@@ -499,11 +503,20 @@ async fn claim_loop(shared: Arc<Shared>) {
                 (shared.options.max_idle_wait, false)
             }
         };
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
         tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = &mut woken => {}
-            _ = &mut settled, if blocked => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = &mut settled, if blocked => {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return,
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(SETTLED_GATHER) => {}
+                    _ = &mut sleep => {}
+                }
+            }
+            _ = &mut sleep => {}
         }
     }
 }
