@@ -364,14 +364,11 @@ impl Handoff {
         }
     }
 
-    /// The lease to commit reserved deliveries under: this dispatcher's, from now (to the
-    /// microsecond, as the store keeps it).
+    /// The lease to commit reserved deliveries under: this dispatcher's, from now.
     pub fn lease(&self, destination_ids: Vec<String>) -> NewLease {
-        let expires_at = later(Utc::now(), self.0.options.lease);
         NewLease {
             owner: self.0.options.owner.clone(),
-            expires_at: DateTime::from_timestamp_micros(expires_at.timestamp_micros())
-                .unwrap_or(expires_at),
+            expires_at: later(Utc::now(), self.0.options.lease),
             destination_ids,
         }
     }
@@ -503,20 +500,11 @@ async fn claim_loop(shared: Arc<Shared>) {
                 (shared.options.max_idle_wait, false)
             }
         };
-        let sleep = tokio::time::sleep(wait);
-        tokio::pin!(sleep);
         tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = &mut woken => {}
-            _ = &mut settled, if blocked => {
-                tokio::select! {
-                    _ = shared.stop.cancelled() => return,
-                    _ = &mut woken => {}
-                    _ = tokio::time::sleep(SETTLED_GATHER) => {}
-                    _ = &mut sleep => {}
-                }
-            }
-            _ = &mut sleep => {}
+            _ = &mut settled, if blocked => tokio::time::sleep(SETTLED_GATHER).await,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -8,39 +8,28 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Encode, Executor, QueryBuilder, Type};
 
-use super::rows::{self, RowExt as _};
+use super::rows::{self, RowExt as _, delivery_columns};
 use super::timestamp::Timestamp;
 use super::{Dialect, SqlStore, push_ids};
 use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
 use crate::store::model::{
-    AttemptCompletion, AttemptRecorded, AttemptStatus, DeliveryOutcome, DeliveryStatus,
+    AttemptCompletion, AttemptRecorded, AttemptStatus, Delivery, DeliveryOutcome, DeliveryStatus,
 };
 
 /// Rows per statement, well under both backends' bind-parameter limits (SQLite 32766,
 /// Postgres 65535): an attempt row binds 11 values.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// A delivery row held under a lease, as read at the start of the transaction.
-struct Leased {
-    tenant_id: String,
-    event_id: String,
-    destination_id: String,
-    attempts: i64,
-    manual: bool,
-    owner: Option<String>,
-    expires_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl Leased {
-    fn destination(&self) -> (&str, &str) {
-        (self.tenant_id.as_str(), self.destination_id.as_str())
-    }
+/// The destination (queue) a delivery belongs to.
+fn queue_of(d: &Delivery) -> (&str, &str) {
+    (d.tenant_id.as_str(), d.destination_id.as_str())
 }
 
 /// What one held attempt writes.
 struct Write<'a> {
     index: usize,
-    row: &'a Leased,
+    /// The delivery row as read at the start of the transaction, under its lease.
+    row: &'a Delivery,
     status: DeliveryStatus,
     attempt_number: i64,
     next_attempt_at: Option<Timestamp>,
@@ -89,38 +78,29 @@ where
             .await
             .map_err(db_error(op))?;
 
-        let mut leased: HashMap<i64, Leased> = HashMap::with_capacity(ids.len());
+        let mut leased: HashMap<i64, Delivery> = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::<DB>::new(
-                "SELECT id, tenant_id, event_id, destination_id, attempts, manual, lease_owner, \
-                 lease_expires_at FROM deliveries WHERE status = 'delivering' AND id IN (",
-            );
+            let mut qb = QueryBuilder::<DB>::new(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM deliveries WHERE status = 'delivering' AND id IN ("
+            ));
             push_ids(&mut qb, chunk);
             qb.push(" ORDER BY id").push(DB::FOR_UPDATE);
             for row in qb.build().fetch_all(&mut *tx).await.map_err(db_error(op))? {
-                leased.insert(
-                    row.int("id")?,
-                    Leased {
-                        tenant_id: row.text("tenant_id")?,
-                        event_id: row.text("event_id")?,
-                        destination_id: row.text("destination_id")?,
-                        attempts: row.int("attempts")?,
-                        manual: row.flag("manual")?,
-                        owner: row.opt_text("lease_owner")?,
-                        expires_at: row.opt_time("lease_expires_at")?,
-                    },
-                );
+                let delivery = rows::delivery(&row)?;
+                leased.insert(delivery.id, delivery);
             }
         }
         // The items whose lease holds, in batch order; a delivery completes once.
         let mut completed = HashSet::new();
-        let held: Vec<(usize, &Leased)> = batch
+        let held: Vec<(usize, &Delivery)> = batch
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
                 let row = leased.get(&c.lease.delivery_id)?;
-                let holds = row.owner.as_deref() == Some(c.lease.owner.as_str())
-                    && row.expires_at == Some(Timestamp::new(c.lease.expires_at).0);
+                let holds = row.lease_owner.as_deref() == Some(c.lease.owner.as_str())
+                    && row.lease_expires_at == Some(Timestamp::new(c.lease.expires_at).0);
                 (holds && completed.insert(c.lease.delivery_id)).then_some((i, row))
             })
             .collect();
@@ -138,7 +118,7 @@ where
                 batch[*i].attempt.status == AttemptStatus::Failed
                     || matches!(batch[*i].outcome, DeliveryOutcome::RetryAt(_))
             })
-            .map(|(_, row)| row.destination())
+            .map(|(_, row)| queue_of(row))
             .collect();
         watched.sort_unstable();
         watched.dedup();
@@ -178,7 +158,7 @@ where
                 DeliveryOutcome::Failed => (DeliveryStatus::Failed, None),
                 DeliveryOutcome::Cancelled => (DeliveryStatus::Cancelled, None),
                 DeliveryOutcome::RetryAt(at) => {
-                    if live.contains(&row.destination()) {
+                    if live.contains(&queue_of(row)) {
                         (DeliveryStatus::Pending, Some(Timestamp::new(at)))
                     } else {
                         (DeliveryStatus::Cancelled, None)
@@ -187,8 +167,7 @@ where
             };
             // In batch order: a failure counts one more, a success resets the count. A
             // destination row that is gone counts nothing.
-            let consecutive_failures = match (c.attempt.status, counts.get_mut(&row.destination()))
-            {
+            let consecutive_failures = match (c.attempt.status, counts.get_mut(&queue_of(row))) {
                 (AttemptStatus::Failed, Some(n)) => {
                     *n += 1;
                     *n
@@ -199,11 +178,11 @@ where
                     0
                 }
                 (AttemptStatus::Success, None) => {
-                    resets.push(row.destination());
+                    resets.push(queue_of(row));
                     0
                 }
             };
-            let attempt_number = row.attempts + 1;
+            let attempt_number = i64::from(row.attempts) + 1;
             results[index] = Some(AttemptRecorded {
                 attempt_number: u32::try_from(attempt_number).unwrap_or(u32::MAX),
                 consecutive_failures: u32::try_from(consecutive_failures).unwrap_or(u32::MAX),

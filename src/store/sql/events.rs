@@ -113,7 +113,8 @@ where
                 }
             }
         }
-        let mut leased_ids: HashMap<(usize, &str), i64> = HashMap::new();
+        // (tenant, event, destination) → id of each delivery inserted leased.
+        let mut leased_ids: HashMap<(String, String, String), i64> = HashMap::new();
         for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (tenant_id, event_id, destination_id, status, attempts, \
@@ -137,35 +138,33 @@ where
                     .push_bind(now)
                     .push_bind(now);
             });
-            qb.push(
-                " ON CONFLICT (tenant_id, event_id, destination_id) DO NOTHING \
-                 RETURNING id, tenant_id, event_id, destination_id, lease_owner",
-            );
+            qb.push(" ON CONFLICT (tenant_id, event_id, destination_id) DO NOTHING");
+            if !chunk.iter().any(|(_, _, lease)| lease.is_some()) {
+                qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
+                continue;
+            }
+            qb.push(" RETURNING id, tenant_id, event_id, destination_id, lease_owner");
             for row in qb.build().fetch_all(&mut *tx).await.map_err(db_error(op))? {
-                if row.opt_text("lease_owner")?.is_none() {
-                    continue;
+                if row.opt_text("lease_owner")?.is_some() {
+                    let key = (
+                        row.text("tenant_id")?,
+                        row.text("event_id")?,
+                        row.text("destination_id")?,
+                    );
+                    leased_ids.insert(key, row.int("id")?);
                 }
-                let key = (row.text("tenant_id")?, row.text("event_id")?);
-                let Some(&i) = position.get(&(key.0.as_str(), key.1.as_str())) else {
-                    continue;
-                };
-                let destination_id = row.text("destination_id")?;
-                let Some(d) = batch[i]
-                    .destination_ids
-                    .iter()
-                    .find(|d| **d == destination_id)
-                else {
-                    continue;
-                };
-                leased_ids.insert((i, d.as_str()), row.int("id")?);
             }
         }
         for &i in &inserted {
-            let leased = batch[i].lease.as_ref().map_or_else(Vec::new, |lease| {
+            let e = &batch[i];
+            let leased = e.lease.as_ref().map_or_else(Vec::new, |lease| {
                 lease
                     .destination_ids
                     .iter()
-                    .filter_map(|d| leased_ids.get(&(i, d.as_str())).copied())
+                    .filter_map(|d| {
+                        let key = (e.tenant_id.clone(), e.id.clone(), d.clone());
+                        leased_ids.get(&key).copied()
+                    })
                     .collect()
             });
             outcomes[i] = InsertOutcome::Inserted { leased };
