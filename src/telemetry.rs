@@ -2,6 +2,7 @@
 //! whatever its values hold) and the Prometheus recorder behind `/metrics`. Called once by
 //! `main`; tests running the service in-process share one.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 
@@ -84,8 +85,17 @@ impl<W: Write> Drop for OneLineWriter<W> {
 }
 
 /// `event` with every control character escaped and exactly one final newline.
-fn one_line(event: &[u8]) -> Vec<u8> {
+fn one_line(event: &[u8]) -> Cow<'_, [u8]> {
     let body = event.strip_suffix(b"\n").unwrap_or(event);
+    // Almost every event has nothing to escape: no C0 byte, no DEL, and no lead byte of a C1
+    // character (0xC2) or of U+2028/U+2029 (0xE2). Those are written as they are.
+    if body.len() < event.len()
+        && !body
+            .iter()
+            .any(|&b| b < 0x20 || matches!(b, 0x7f | 0xc2 | 0xe2))
+    {
+        return Cow::Borrowed(event);
+    }
     let text = String::from_utf8_lossy(body);
     let mut out = String::with_capacity(text.len() + 1);
     for c in text.chars() {
@@ -100,7 +110,7 @@ fn one_line(event: &[u8]) -> Vec<u8> {
         }
     }
     out.push('\n');
-    out.into_bytes()
+    Cow::Owned(out.into_bytes())
 }
 
 /// The process-wide Prometheus recorder; installed on first use.
@@ -163,14 +173,23 @@ mod tests {
 
     #[test]
     fn escapes_every_control_character_but_the_final_newline() {
-        let line = String::from_utf8(one_line(format!("a={HOSTILE} \t\n").as_bytes())).unwrap();
+        let line =
+            String::from_utf8(one_line(format!("a={HOSTILE} \t\n").as_bytes()).to_vec()).unwrap();
         assert_eq!(
             line,
             "a=evt\\r\\n2026-01-01T00:00:00Z  INFO jetpost: forged\\u001b[2J\\u0007\\u007f\\u0085\\u2028end \\t\n"
         );
-        assert_eq!(one_line(b"no newline"), b"no newline\n");
-        assert_eq!(one_line(b"two\n\n"), b"two\\n\n");
-        assert_eq!(one_line("ünïcode ✓\n".as_bytes()), "ünïcode ✓\n".as_bytes());
+        assert_eq!(&*one_line(b"plain\n"), b"plain\n");
+        assert_eq!(&*one_line(b"no newline"), b"no newline\n");
+        assert_eq!(&*one_line(b"two\n\n"), b"two\\n\n");
+        assert_eq!(
+            &*one_line("ünïcode ✓ €\n".as_bytes()),
+            "ünïcode ✓ €\n".as_bytes()
+        );
+        assert_eq!(
+            &*one_line("\u{85}\u{2029}\n".as_bytes()),
+            b"\\u0085\\u2029\n"
+        );
     }
 
     #[test]
