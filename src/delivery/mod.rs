@@ -23,7 +23,4 @@ pub use dispatcher::{
 pub use operator_events::OperatorEvents;
 pub use retry::{RetryPolicy, Verdict};
 pub use signature::WebhookCredentials;
-pub use webhook::{
-    WebhookProvider, WebhookRequest, names_jetpost_sets, validate_custom_headers,
-    validate_webhook_url,
-};
+pub use webhook::{WebhookProvider, WebhookRequest, validate_custom_headers, validate_webhook_url};

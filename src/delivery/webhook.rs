@@ -348,7 +348,7 @@ impl SystemHeaders {
 /// `webhook-signature`), lowercase: a custom header with one of these names would be replaced
 /// or would forge a signature, so it is refused. Both modes count because the mode is a
 /// server setting that may change under stored destinations.
-pub fn names_jetpost_sets(header_prefix: &str) -> Vec<String> {
+fn names_jetpost_sets(header_prefix: &str) -> Vec<String> {
     [WebhookMode::Default, WebhookMode::Standard]
         .into_iter()
         .flat_map(|mode| {
