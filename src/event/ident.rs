@@ -26,6 +26,8 @@ pub enum IdentError {
     Empty,
     #[error("is {len} characters long; at most {max} are allowed")]
     TooLong { len: usize, max: usize },
+    #[error("must not be \".\" or \"..\" (URL paths would resolve it away)")]
+    DotSegment,
     #[error("has {} at character {position}; {allowed}", Shown(*.found))]
     Character {
         found: char,
@@ -51,13 +53,18 @@ const KEY_RULE: &str =
     "metadata keys are header names: letters, digits and ! # $ % & ' * + - . ^ _ ` | ~";
 const VALUE_RULE: &str = "metadata values are header values: no control characters other than tab";
 
-/// An id (event, tenant or destination): 1–255 characters of `A-Z a-z 0-9 - _ . : @ + = ~`.
-/// That covers UUIDs, `nats_…` derived ids, `order-42`, `user@example.com`, `a:b`, and is safe
-/// unescaped in a header value, a URL path segment and a log field.
+/// An id (event, tenant or destination): 1–255 characters of `A-Z a-z 0-9 - _ . : @ + = ~`,
+/// other than `.` and `..`. That covers UUIDs, `nats_…` derived ids, `order-42`,
+/// `user@example.com`, `a:b`, and is safe unescaped in a header value, a URL path segment
+/// (where `.` and `..` would be resolved away by clients) and a log field.
 pub fn check_id(id: &str) -> Result<(), IdentError> {
     check(id, MAX_ID_CHARS, ID_RULE, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '+' | '=' | '~')
-    })
+    })?;
+    if id == "." || id == ".." {
+        return Err(IdentError::DotSegment);
+    }
+    Ok(())
 }
 
 /// A topic (an event's, or one a destination subscribes to, `*` patterns included): 1–255
@@ -68,13 +75,13 @@ pub fn check_topic(topic: &str) -> Result<(), IdentError> {
 
 /// A metadata key, sent as the header `<prefix><key>`: 1–255 characters of an HTTP token
 /// (RFC 9110 `tchar`).
-pub fn check_metadata_key(key: &str) -> Result<(), IdentError> {
+fn check_metadata_key(key: &str) -> Result<(), IdentError> {
     check(key, MAX_METADATA_KEY_CHARS, KEY_RULE, is_token_char)
 }
 
 /// A metadata value, sent as a header value: anything but control characters (tab allowed),
 /// which HTTP forbids in header values. May be empty.
-pub fn check_metadata_value(value: &str) -> Result<(), IdentError> {
+fn check_metadata_value(value: &str) -> Result<(), IdentError> {
     if value.is_empty() {
         return Ok(());
     }
@@ -227,6 +234,9 @@ mod tests {
     #[test]
     fn ids_refuse_what_breaks_headers_paths_or_logs() {
         assert_eq!(check_id(""), Err(IdentError::Empty));
+        assert_eq!(check_id("."), Err(IdentError::DotSegment));
+        assert_eq!(check_id(".."), Err(IdentError::DotSegment));
+        assert_eq!(check_id("..."), Ok(()));
         assert_eq!(
             check_id(&"x".repeat(MAX_ID_CHARS + 1)),
             Err(IdentError::TooLong { len: 256, max: 255 })

@@ -188,6 +188,7 @@ async fn destination_writes_refuse_bad_ids_topics_headers_and_oversized_parts() 
         (json!({"id": "d 1"}), "id: has ' ' at character 2"),
         (json!({"id": "d\n1"}), "id: has '\\n' at character 2"),
         (json!({"id": "d".repeat(256)}), "id: is 256 characters long"),
+        (json!({"id": ".."}), "id: must not be \".\" or \"..\""),
         (
             json!({"topics": ["ok", "a b"]}),
             "topics[1] has ' ' at character 2",
