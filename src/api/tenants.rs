@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::path::P;
 use super::query::Params;
 use super::{Ctx, CtxState};
+use crate::event::check_id;
 use crate::store::{Destination, Metadata, Tenant, TenantFilter};
 
 /// Outpost's `Tenant`.
@@ -105,6 +106,9 @@ pub async fn upsert(
         ));
     }
     check_caller(&ctx, &caller).await?;
+    // Only here: other routes look the path id up as it is (an invalid one is simply not
+    // found), so a tenant stored before ids were checked can still be read and deleted.
+    check_id(&tenant_id).map_err(|err| ApiError::validation(vec![format!("tenant_id: {err}")]))?;
     // The SDKs send PUT without a body to create a tenant with no metadata.
     let metadata = if body.is_blank() {
         None

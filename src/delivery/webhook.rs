@@ -1,5 +1,5 @@
 //! The webhook provider: builds one signed HTTP request for an event in Outpost's default
-//! format or Standard Webhooks format (SPEC §6), sends it once and reports exactly what
+//! format or Standard Webhooks format, sends it once and reports exactly what
 //! happened. Also the pure checks the API runs on a webhook destination's URL and headers.
 
 use std::collections::BTreeMap;
@@ -97,10 +97,7 @@ impl WebhookProvider {
             .tcp_nodelay(true)
             .build()
             .map_err(ProviderError)?;
-        let prefix = match config.mode {
-            WebhookMode::Default => config.header_prefix.trim().to_ascii_lowercase(),
-            WebhookMode::Standard => STANDARD_HEADER_PREFIX.to_owned(),
-        };
+        let prefix = prefix_in_effect(config.mode, &config.header_prefix);
         Ok(WebhookProvider {
             client,
             mode: config.mode,
@@ -202,23 +199,12 @@ impl WebhookProvider {
         sent_at: DateTime<Utc>,
     ) -> Result<HeaderMap, String> {
         let p = &self.prefix;
-        let (id_name, timestamp_name, signature_name) = match self.mode {
-            WebhookMode::Default => (
-                format!("{p}event-id"),
-                format!("{p}timestamp"),
-                format!("{p}signature"),
-            ),
-            WebhookMode::Standard => (
-                format!("{p}id"),
-                format!("{p}timestamp"),
-                format!("{p}signature"),
-            ),
-        };
+        let names = SystemHeaders::named(self.mode, p);
         // Standard Webhooks verifiers check id, timestamp and signature together: none of
         // the three may come from anywhere but here.
         let protected: Vec<&str> = match self.mode {
-            WebhookMode::Default => vec![&signature_name],
-            WebhookMode::Standard => vec![&id_name, &timestamp_name, &signature_name],
+            WebhookMode::Default => vec![&names.signature],
+            WebhookMode::Standard => vec![&names.id, &names.timestamp, &names.signature],
         };
         let mut headers = Headers {
             map: HeaderMap::new(),
@@ -236,9 +222,9 @@ impl WebhookProvider {
             WebhookMode::Default => sent_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             WebhookMode::Standard => sent_at.timestamp().to_string(),
         };
-        headers.set_system(&id_name, &request.event_id)?;
-        headers.set_system(&timestamp_name, &timestamp)?;
-        headers.set_system(&format!("{p}topic"), &request.topic)?;
+        headers.set_system(&names.id, &request.event_id)?;
+        headers.set_system(&names.timestamp, &timestamp)?;
+        headers.set_system(&names.topic, &request.topic)?;
 
         // Metadata keys event-id and timestamp would stand beside the Standard Webhooks id and
         // timestamp with other values; Outpost skips them in that mode, so do we.
@@ -284,7 +270,7 @@ impl WebhookProvider {
             }
         };
         if let Some(signature) = signature {
-            headers.set_system(&signature_name, &signature)?;
+            headers.set_system(&names.signature, &signature)?;
         }
         Ok(headers.map)
     }
@@ -317,6 +303,58 @@ impl WebhookProvider {
 enum Refused {
     Invalid(String),
     Blocked(BlockedAddress),
+}
+
+/// The prefix of jetpost's headers in `mode`: the configured `header_prefix` (lowercase) in
+/// default mode, `webhook-` in standard mode.
+fn prefix_in_effect(mode: WebhookMode, header_prefix: &str) -> String {
+    match mode {
+        WebhookMode::Default => header_prefix.trim().to_ascii_lowercase(),
+        WebhookMode::Standard => STANDARD_HEADER_PREFIX.to_owned(),
+    }
+}
+
+/// The headers jetpost sets on every request (lowercase names): the one owner of their names,
+/// for building requests and for refusing custom headers that would collide with them.
+struct SystemHeaders {
+    id: String,
+    timestamp: String,
+    topic: String,
+    signature: String,
+}
+
+impl SystemHeaders {
+    /// The names in `mode` with `prefix` the prefix in effect.
+    fn named(mode: WebhookMode, prefix: &str) -> SystemHeaders {
+        let id = match mode {
+            WebhookMode::Default => "event-id",
+            WebhookMode::Standard => "id",
+        };
+        SystemHeaders {
+            id: format!("{prefix}{id}"),
+            timestamp: format!("{prefix}timestamp"),
+            topic: format!("{prefix}topic"),
+            signature: format!("{prefix}signature"),
+        }
+    }
+
+    fn into_names(self) -> [String; 4] {
+        [self.id, self.timestamp, self.topic, self.signature]
+    }
+}
+
+/// Every header name jetpost sets itself in either mode with the configured `header_prefix`
+/// (`x-outpost-event-id`, …, `webhook-id`, `webhook-timestamp`, `webhook-topic`,
+/// `webhook-signature`), lowercase: a custom header with one of these names would be replaced
+/// or would forge a signature, so it is refused. Both modes count because the mode is a
+/// server setting that may change under stored destinations.
+fn names_jetpost_sets(header_prefix: &str) -> Vec<String> {
+    [WebhookMode::Default, WebhookMode::Standard]
+        .into_iter()
+        .flat_map(|mode| {
+            SystemHeaders::named(mode, &prefix_in_effect(mode, header_prefix)).into_names()
+        })
+        .collect()
 }
 
 /// The request's headers while they are assembled.
@@ -466,13 +504,18 @@ pub struct CustomHeaderError {
 }
 
 /// Checks `config.custom_headers` as Outpost does (names `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`, not
-/// reserved, values not empty), plus: values must be valid in a header and names must not be
-/// hop-by-hop headers. Every problem is returned, not just the first.
+/// reserved, values not empty), plus: values must be valid in a header, and names must not be
+/// hop-by-hop headers nor any header jetpost sets itself with `header_prefix`
+/// ([`names_jetpost_sets`]), which would never be sent as given. Every problem is returned,
+/// not just the first.
 pub fn validate_custom_headers(
     headers: &BTreeMap<String, String>,
+    header_prefix: &str,
 ) -> Result<(), Vec<CustomHeaderError>> {
+    let jetpost_sets = names_jetpost_sets(header_prefix);
     let mut problems = Vec::new();
     for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
         let field = format!("config.custom_headers.{name}");
         let mut chars = name.chars();
         let valid_name = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -482,8 +525,11 @@ pub fn validate_custom_headers(
                 "pattern",
                 "header names use letters, digits, '-' and '_', starting with a letter or digit",
             ))
-        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            Some(("forbidden", "jetpost sets this header itself"))
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) || jetpost_sets.contains(&lower) {
+            Some((
+                "forbidden",
+                "jetpost sets this header itself; choose another name",
+            ))
         } else if value.is_empty() {
             Some(("required", "the value is empty"))
         } else if HeaderValue::from_str(value).is_err() {
@@ -587,7 +633,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let problems = validate_custom_headers(&headers).unwrap_err();
+        let problems = validate_custom_headers(&headers, "x-outpost-").unwrap_err();
         let found: Vec<(&str, &str)> = problems
             .iter()
             .map(|p| (p.field.as_str(), p.kind))
@@ -604,6 +650,70 @@ mod tests {
             ]
         );
         let good: BTreeMap<String, String> = [("X-Api-Key".to_owned(), "k".to_owned())].into();
-        assert_eq!(validate_custom_headers(&good), Ok(()));
+        assert_eq!(validate_custom_headers(&good, "x-outpost-"), Ok(()));
+    }
+
+    #[test]
+    fn custom_headers_may_not_take_a_name_jetpost_sets() {
+        let refused = |prefix: &str, name: &str| {
+            let headers: BTreeMap<String, String> = [(name.to_owned(), "v".to_owned())].into();
+            match validate_custom_headers(&headers, prefix) {
+                Ok(()) => false,
+                Err(problems) => {
+                    assert_eq!(problems[0].kind, "forbidden");
+                    assert_eq!(problems[0].field, format!("config.custom_headers.{name}"));
+                    true
+                }
+            }
+        };
+        for name in [
+            "x-outpost-signature",
+            "X-Outpost-Event-Id",
+            "x-outpost-timestamp",
+            "x-outpost-topic",
+            "webhook-id",
+            "Webhook-Signature",
+            "webhook-timestamp",
+            "webhook-topic",
+        ] {
+            assert!(refused("x-outpost-", name), "{name}");
+        }
+        assert!(refused("X-Acme-", "x-acme-signature"));
+        assert!(!refused("x-acme-", "x-outpost-signature"));
+        assert!(!refused("x-outpost-", "x-outpost-region"));
+        assert!(!refused("x-outpost-", "webhook-version"));
+    }
+
+    /// What `validate_custom_headers` refuses is exactly what delivery would replace or drop:
+    /// every header a request carries besides the custom ones is in the refused set.
+    #[test]
+    fn refused_names_cover_every_header_delivery_sets() {
+        for mode in [WebhookMode::Default, WebhookMode::Standard] {
+            let config = WebhookConfig {
+                mode,
+                header_prefix: "X-Acme-".to_owned(),
+                ..WebhookConfig::default()
+            };
+            let provider = WebhookProvider::new(&config, Duration::from_secs(1), "t").unwrap();
+            let request = WebhookRequest {
+                event_id: "e1".into(),
+                topic: "order.paid".into(),
+                body: Bytes::from_static(b"{}"),
+                url: "http://example.com/".into(),
+                credentials: WebhookCredentials::new(crate::delivery::signature::generate_secret(
+                    mode,
+                )),
+                ..Default::default()
+            };
+            let headers = provider.headers(&request, Utc::now()).unwrap();
+            let refused = names_jetpost_sets("X-Acme-");
+            for name in headers.keys() {
+                let name = name.as_str();
+                assert!(
+                    name == "content-type" || refused.iter().any(|r| r == name),
+                    "{mode:?}: {name} is set by jetpost but not refused"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Event ids for events published without one: stable ids for NATS messages, so a redelivered
-//! message is recognised as a duplicate (DESIGN.md decision 3), and random ids for HTTP publish.
+//! message is recognised as a duplicate, and random ids for HTTP publish. Both are valid ids
+//! (`ident::check_id`); a `Nats-Msg-Id` header taken as the id is checked by ingest.
 
 use sha2::{Digest, Sha256};
 

@@ -1,9 +1,11 @@
 //! Event domain: the Outpost event model and its parsing from raw bytes, the tenant splice,
-//! event ids, topic rules and destination filters. Pure: no I/O, so every rule here is unit
-//! tested in isolation and shared by the NATS source, HTTP publish and the API.
+//! event ids and the shape of every id, topic and metadata entry, topic rules and destination
+//! filters. Pure: no I/O, so every rule here is unit tested in isolation and shared by the
+//! NATS source, HTTP publish and the API.
 
 mod filter;
 mod id;
+mod ident;
 mod object;
 mod parse;
 mod splice;
@@ -17,12 +19,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::value::RawValue;
 
-pub use filter::{Filter, FilterError};
+pub use filter::{Filter, FilterError, MAX_FILTER_BYTES};
 pub use id::{derive_event_id, new_event_id};
+pub use ident::{
+    IdentError, MAX_ID_CHARS, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_CHARS,
+    MAX_TOPIC_CHARS, MetadataError, check_id, check_metadata, check_topic,
+};
 pub use object::JsonKind;
 pub use parse::{EventError, MAX_DATA_DEPTH};
 pub use splice::{SpliceError, splice_tenant};
-pub use topic::{TopicError, TopicRules, topics_from_json, topics_match};
+pub use topic::{MAX_DESTINATION_TOPICS, TopicError, TopicRules, topics_from_json, topics_match};
 
 /// An event as Outpost defines it (`POST /api/v1/publish` body, NATS message body).
 ///

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
 use super::Event;
+use super::ident::{IdentError, check_id, check_metadata, check_topic};
 use super::object::{JsonKind, ObjectError, read_object};
 
 /// Deepest nesting accepted inside `data` (the `data` object itself is level 1). It is the
@@ -97,6 +98,7 @@ impl Event {
         if tenant_id.is_empty() {
             return Err(EventError::EmptyField { field: "tenant_id" });
         }
+        check_id(&tenant_id).map_err(|e| invalid("tenant_id", e))?;
 
         let data = match top.members.iter().find(|m| m.key == "data") {
             None => return Err(EventError::MissingField { field: "data" }),
@@ -115,11 +117,21 @@ impl Event {
             Ok(value.filter(|s| !s.is_empty()))
         };
 
+        // Ids and topics are checked here, at the one door every event comes through, so
+        // nothing stored can break a header, a URL path or a log line later.
+        let checked = |name: &'static str, check: fn(&str) -> Result<(), IdentError>| {
+            let value = optional_string(name)?;
+            if let Some(value) = &value {
+                check(value).map_err(|e| invalid(name, e))?;
+            }
+            Ok::<_, EventError>(value)
+        };
+
         Ok(Event {
-            id: optional_string("id")?,
+            id: checked("id", check_id)?,
             tenant_id,
-            destination_id: optional_string("destination_id")?,
-            topic: optional_string("topic")?,
+            destination_id: checked("destination_id", check_id)?,
+            topic: checked("topic", check_topic)?,
             eligible_for_retry: field("eligible_for_retry")
                 .map(eligible_for_retry)
                 .transpose()?
@@ -160,6 +172,13 @@ fn string(field: &str, value: &RawValue) -> Result<String, EventError> {
     })
 }
 
+fn invalid(field: &str, error: IdentError) -> EventError {
+    EventError::InvalidValue {
+        field: field.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
 fn eligible_for_retry(value: &RawValue) -> Result<bool, EventError> {
     expect_kind("eligible_for_retry", value, JsonKind::Boolean, "a boolean")?;
     Ok(value.get() == "true")
@@ -192,6 +211,11 @@ fn metadata(value: &RawValue) -> Result<BTreeMap<String, String>, EventError> {
             return Err(EventError::DuplicateField { field });
         }
     }
+    // Metadata is sent as headers: refuse here what delivery could never send.
+    check_metadata(&metadata).map_err(|e| EventError::InvalidValue {
+        field: e.field("metadata"),
+        reason: e.to_string(),
+    })?;
     Ok(metadata)
 }
 
@@ -461,6 +485,57 @@ mod tests {
         assert_eq!(nesting_depth(r#"{"a":"[[[{{\"]]"}"#), 1);
         assert_eq!(nesting_depth(r#"{"a":[{"b":[]}],"c":{}}"#), 4);
         assert_eq!(nesting_depth("1"), 0);
+    }
+
+    #[test]
+    fn rejects_ids_and_topics_that_would_break_headers_paths_or_logs() {
+        for (member, field) in [
+            (r#""id":"evt\r\nINFO forged""#, "id"),
+            (r#""id":"a b""#, "id"),
+            (r#""destination_id":"d/1""#, "destination_id"),
+            (r#""topic":"order.paid\nx""#, "topic"),
+            (r#""topic":"order paid""#, "topic"),
+        ] {
+            let raw = format!(r#"{{"tenant_id":"t","data":{{}},{member}}}"#);
+            let e = Event::parse(raw.as_bytes()).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{member}");
+            assert!(e.to_string().contains(" at character "), "{e}");
+        }
+        let e = Event::parse(br#"{"tenant_id":"acme\n","data":{}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field \"tenant_id\": has '\\n' at character 5; ids use only letters A-Z a-z, \
+             digits and - _ . : @ + = ~"
+        );
+        let long = format!(
+            r#"{{"tenant_id":"t","data":{{}},"id":"{}"}}"#,
+            "x".repeat(256)
+        );
+        assert!(err(&long).contains("at most 255"), "{}", err(&long));
+        let ok = Event::parse(
+            br#"{"tenant_id":"user@example.com","id":"nats_abc:1","topic":"*","data":{}}"#,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn rejects_metadata_that_cannot_be_headers() {
+        let e = Event::parse(br#"{"tenant_id":"t","data":{},"metadata":{"r":"a\r\nx-forged: 1"}}"#)
+            .unwrap_err();
+        assert_eq!(e.field(), Some("metadata.r"));
+        let e = Event::parse(br#"{"tenant_id":"t","data":{},"metadata":{"a b":"v"}}"#).unwrap_err();
+        assert_eq!(e.field(), Some("metadata"));
+        assert!(e.to_string().contains(r#"key "a b""#), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!(r#""k{i}":"v""#)).collect();
+        let raw = format!(
+            r#"{{"tenant_id":"t","data":{{}},"metadata":{{{}}}}}"#,
+            many.join(",")
+        );
+        assert!(
+            err(&raw).contains("65 entries; at most 64"),
+            "{}",
+            err(&raw)
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The tenant splice: stamps the tenant that the boundary proves (NATS account or subject) into
 //! a raw event without re-encoding anything else, so `data` reaches webhooks byte for byte
-//! (key order, big integers, escapes) — DESIGN.md decision 2.
+//! (key order, big integers, escapes).
 
 use super::object::{JsonKind, ObjectError, read_object};
 

@@ -1,6 +1,12 @@
 //! Topic rules with Outpost's semantics: which topics a destination may subscribe to (the
 //! configured `topics` list, `"*"` for all, `*` patterns when `topics_allow_wildcards`), which
-//! topic an event may carry, and whether an event's topic reaches a destination.
+//! topic an event may carry, and whether an event's topic reaches a destination. The
+//! characters a topic may hold are `ident::check_topic`'s.
+
+use super::ident::{IdentError, check_topic};
+
+/// Most topics one destination may list: each event of the tenant is matched against every one.
+pub const MAX_DESTINATION_TOPICS: usize = 256;
 
 /// A rejected topic or topic list; the message names the topic at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,6 +17,10 @@ pub enum TopicError {
     NoTopics,
     #[error("topics[{index}] is empty")]
     BlankTopic { index: usize },
+    #[error("topics[{index}] {error}")]
+    InvalidTopic { index: usize, error: IdentError },
+    #[error("topics lists {count} topics; at most {max} are allowed (use a \"*\" pattern)")]
+    TooMany { count: usize, max: usize },
     #[error(
         "topic \"{topic}\" contains \"*\" but wildcard topics are disabled \
          (use \"*\" alone for all topics, or set topics_allow_wildcards)"
@@ -75,12 +85,19 @@ impl TopicRules {
         &self,
         topics: &[String],
     ) -> Result<Vec<String>, TopicError> {
+        if topics.len() > MAX_DESTINATION_TOPICS {
+            return Err(TopicError::TooMany {
+                count: topics.len(),
+                max: MAX_DESTINATION_TOPICS,
+            });
+        }
         let mut trimmed: Vec<String> = Vec::with_capacity(topics.len());
         for (index, topic) in topics.iter().enumerate() {
             let topic = topic.trim();
             if topic.is_empty() {
                 return Err(TopicError::BlankTopic { index });
             }
+            check_topic(topic).map_err(|error| TopicError::InvalidTopic { index, error })?;
             if !trimmed.iter().any(|t| t == topic) {
                 trimmed.push(topic.to_owned());
             }
@@ -323,6 +340,37 @@ mod tests {
         );
         // Without a configured list, "*" among others is a pattern covering the rest.
         assert_eq!(ok(&["user.created", "*"]), strings(&["*"]));
+    }
+
+    #[test]
+    fn destination_topics_must_be_visible_ascii_and_few() {
+        let rules = TopicRules::new(Vec::<String>::new(), true);
+        assert_eq!(
+            rules
+                .validate_destination_topics(&strings(&["ok", "order paid"]))
+                .unwrap_err()
+                .to_string(),
+            "topics[1] has ' ' at character 6; topics use only visible ASCII characters (no \
+             spaces or control characters)"
+        );
+        assert!(matches!(
+            rules.validate_destination_topics(&strings(&["a\nb"])),
+            Err(TopicError::InvalidTopic { index: 0, .. })
+        ));
+        let many: Vec<String> = (0..=MAX_DESTINATION_TOPICS)
+            .map(|i| format!("t{i}"))
+            .collect();
+        assert_eq!(
+            rules.validate_destination_topics(&many),
+            Err(TopicError::TooMany {
+                count: MAX_DESTINATION_TOPICS + 1,
+                max: MAX_DESTINATION_TOPICS
+            })
+        );
+        assert_eq!(
+            rules.validate_destination_topics(&many[1..]).unwrap().len(),
+            MAX_DESTINATION_TOPICS
+        );
     }
 
     #[test]

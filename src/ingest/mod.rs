@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::delivery::{Handoff, Reserved};
-use crate::event::{Event, TopicRules};
+use crate::event::{Event, TopicRules, check_id};
 use crate::source::{IngestSink, Outcome, SourceMessage};
 use crate::store::{self, Destination, InsertOutcome, NewEvent, Store};
 pub use commit::{CommitError, GroupCommit};
@@ -126,7 +126,21 @@ impl Ingest {
         self.topics
             .validate_event_topic(event.topic.as_deref())
             .map_err(|err| IngestError::Invalid(err.to_string()))?;
-        let id = event.id.clone().unwrap_or_else(default_id);
+        let id = match event.id.clone() {
+            Some(id) => id,
+            None => {
+                // Derived ids and UUIDs are valid by construction; a NATS message's
+                // `Nats-Msg-Id` header, taken as the id, is the publisher's and may not be.
+                let id = default_id();
+                check_id(&id).map_err(|err| {
+                    IngestError::Invalid(format!(
+                        "the event has no \"id\" and its Nats-Msg-Id header, which would name \
+                         it, is not a valid id: it {err}"
+                    ))
+                })?;
+                id
+            }
+        };
         event.id = Some(id.clone());
         let time = *event.time.get_or_insert_with(chrono::Utc::now);
         let destinations = self

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::super::body::{Fields, Patch, present};
 use super::super::error::ApiResult;
 use super::webhook;
-use crate::event::{Filter, TopicRules, topics_from_json};
+use crate::event::{Filter, TopicRules, check_id, check_metadata, topics_from_json};
 
 type MapPatch = Patch<BTreeMap<String, Option<String>>>;
 
@@ -53,6 +53,11 @@ pub fn create(
 ) -> ApiResult<Create> {
     let mut f = Fields::new(object);
     let id = f.string("id");
+    if let Some(id) = &id
+        && let Err(err) = check_id(id)
+    {
+        f.fail(format!("id: {err}"));
+    }
     let kind = f.required_string("type");
     check_kind(&mut f, kind.as_deref());
     let topics = match f.raw("topics") {
@@ -69,6 +74,9 @@ pub fn create(
     let config = present(f.string_map("config")).unwrap_or_default();
     let credentials = present(f.string_map("credentials")).unwrap_or_default();
     let delivery_metadata = present(f.string_map("delivery_metadata"));
+    if let Some(problem) = delivery_metadata_problem(delivery_metadata.as_ref()) {
+        f.fail(problem);
+    }
     let metadata = present(f.string_map("metadata"));
     let created_at = past(&mut f, "created_at", now);
     let updated_at = past(&mut f, "updated_at", now);
@@ -155,13 +163,20 @@ fn topics(f: &mut Fields<'_>, value: &Value, rules: &TopicRules) -> Option<Vec<S
     }
 }
 
+/// Why a destination's `delivery_metadata` (sent as headers with every event) cannot be kept,
+/// naming the field; checked on create and whenever a PATCH changes it.
+pub fn delivery_metadata_problem(map: Option<&BTreeMap<String, String>>) -> Option<String> {
+    let err = check_metadata(map?).err()?;
+    Some(format!("{}: {err}", err.field("delivery_metadata")))
+}
+
 /// `null` or `{}` clear; an object must be a valid filter.
 fn filter(f: &mut Fields<'_>) -> Patch<Value> {
     match f.raw("filter") {
         Patch::Absent => Patch::Absent,
         Patch::Null => Patch::Null,
         Patch::Value(Value::Object(map)) if map.is_empty() => Patch::Null,
-        Patch::Value(value @ Value::Object(_)) => match Filter::from_json(value) {
+        Patch::Value(value @ Value::Object(_)) => match Filter::from_written_json(value) {
             Ok(_) => Patch::Value(value.clone()),
             Err(err) => {
                 // FilterError messages start with "filter", naming the position.
@@ -254,6 +269,42 @@ mod tests {
         let m = messages(create(&object(json!({})), &rules, Utc::now()).unwrap_err());
         assert_eq!(m[0], "type is required");
         assert!(m[1].starts_with("topics is required"));
+    }
+
+    #[test]
+    fn create_refuses_ids_and_delivery_metadata_that_break_headers() {
+        let rules = TopicRules::default();
+        let m = messages(
+            create(
+                &object(json!({
+                    "id": "d\r\n1",
+                    "type": "webhook",
+                    "topics": ["a b"],
+                    "delivery_metadata": {"app": "shop\nx"}
+                })),
+                &rules,
+                Utc::now(),
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(m[0].starts_with("id: has '\\r' at character 2"), "{}", m[0]);
+        assert!(m[1].starts_with("topics[0] has ' '"), "{}", m[1]);
+        assert!(
+            m[2].starts_with("delivery_metadata.app: has '\\n'"),
+            "{}",
+            m[2]
+        );
+        let ok = create(
+            &object(
+                json!({"id": "user@example.com:hooks", "type": "webhook", "topics": "*",
+                           "delivery_metadata": {"X-App": "shop"}}),
+            ),
+            &rules,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(ok.id.as_deref(), Some("user@example.com:hooks"));
     }
 
     #[test]

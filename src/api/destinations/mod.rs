@@ -21,6 +21,7 @@ use super::error::{ApiError, ApiResult};
 use super::path::P;
 use super::query::Params;
 use super::{Ctx, CtxState};
+use crate::config::WebhookConfig;
 use crate::event::topics_match;
 use crate::store::{
     Credentials, Destination, DestinationTimes, ErrorKind, Metadata, NewDestination,
@@ -123,8 +124,8 @@ fn writer(caller: &Caller) -> Writer {
     }
 }
 
-fn block_private_ips(ctx: &Ctx) -> bool {
-    ctx.state.config.destinations.webhook.block_private_ips
+fn webhook_settings(ctx: &Ctx) -> &WebhookConfig {
+    &ctx.state.config.destinations.webhook
 }
 
 pub async fn create(
@@ -141,7 +142,7 @@ pub async fn create(
             "created_at and updated_at can only be set with API key authentication",
         ));
     }
-    let mut problems = webhook::validate_config(&req.config, block_private_ips(&ctx));
+    let mut problems = webhook::validate_config(&req.config, webhook_settings(&ctx));
     problems.extend(webhook::validate_credentials(&req.credentials));
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
@@ -269,7 +270,7 @@ pub async fn update(
     )
     .map_err(ApiError::validation)?;
     if config_changed || credentials_changed {
-        let mut problems = webhook::validate_config(&config, block_private_ips(&ctx));
+        let mut problems = webhook::validate_config(&config, webhook_settings(&ctx));
         problems.extend(webhook::validate_credentials(&credentials));
         if !problems.is_empty() {
             return Err(ApiError::validation(problems));
@@ -280,8 +281,13 @@ pub async fn update(
         Patch::Null => None,
         Patch::Value(f) => Some(f),
     };
-    let (delivery_metadata, _) =
+    let (delivery_metadata, delivery_metadata_changed) =
         merge_map(original.delivery_metadata.as_ref(), patch.delivery_metadata);
+    if delivery_metadata_changed
+        && let Some(problem) = input::delivery_metadata_problem(delivery_metadata.as_ref())
+    {
+        return Err(ApiError::validation(vec![problem]));
+    }
     let (metadata, _) = merge_map(original.metadata.as_ref(), patch.metadata);
     let new = NewDestination {
         tenant_id: tenant.id.clone(),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::config::WebhookMode;
+use crate::config::{WebhookConfig, WebhookMode};
 use crate::delivery::signature::generate_secret;
 use crate::delivery::{validate_custom_headers, validate_webhook_url};
 
@@ -30,13 +30,14 @@ fn get<'a>(map: &'a Map, key: &str) -> &'a str {
     map.get(key).map(String::as_str).unwrap_or("")
 }
 
-/// Problems with `config`, each naming its field.
-pub fn validate_config(config: &Map, block_private_ips: bool) -> Vec<String> {
+/// Problems with `config` under the server's webhook settings (`block_private_ips`,
+/// `header_prefix`), each naming its field.
+pub fn validate_config(config: &Map, settings: &WebhookConfig) -> Vec<String> {
     let mut problems = Vec::new();
     match get(config, "url") {
         "" => problems.push("config.url is required".to_owned()),
         url => {
-            if let Err(err) = validate_webhook_url(url, block_private_ips) {
+            if let Err(err) = validate_webhook_url(url, settings.block_private_ips) {
                 problems.push(err.to_string());
             }
         }
@@ -45,7 +46,7 @@ pub fn validate_config(config: &Map, block_private_ips: bool) -> Vec<String> {
     if !headers.is_empty() {
         match serde_json::from_str::<BTreeMap<String, String>>(headers) {
             Ok(headers) => {
-                if let Err(errors) = validate_custom_headers(&headers) {
+                if let Err(errors) = validate_custom_headers(&headers, &settings.header_prefix) {
                     problems.extend(errors.iter().map(ToString::to_string));
                 }
             }
@@ -294,29 +295,38 @@ mod tests {
             .collect()
     }
 
+    fn settings(block_private_ips: bool) -> WebhookConfig {
+        WebhookConfig {
+            block_private_ips,
+            ..WebhookConfig::default()
+        }
+    }
+
     #[test]
     fn config_needs_a_url_and_valid_headers() {
         assert_eq!(
-            validate_config(&Map::new(), false),
+            validate_config(&Map::new(), &settings(false)),
             vec!["config.url is required"]
         );
-        assert!(validate_config(&map(&[("url", "https://example.com/h")]), false).is_empty());
+        assert!(
+            validate_config(&map(&[("url", "https://example.com/h")]), &settings(false)).is_empty()
+        );
         let bad = validate_config(
             &map(&[
                 ("url", "ftp://x"),
                 ("custom_headers", r#"{"Content-Type":"x"}"#),
             ]),
-            false,
+            &settings(false),
         );
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad[0].starts_with("config.url"));
         assert!(bad[1].starts_with("config.custom_headers.Content-Type"));
         let not_json = validate_config(
             &map(&[("url", "https://e.com"), ("custom_headers", "x")]),
-            false,
+            &settings(false),
         );
         assert!(not_json[0].starts_with("config.custom_headers must be"));
-        let private = validate_config(&map(&[("url", "http://127.0.0.1/h")]), true);
+        let private = validate_config(&map(&[("url", "http://127.0.0.1/h")]), &settings(true));
         assert_eq!(private.len(), 1);
     }
 

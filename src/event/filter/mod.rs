@@ -32,6 +32,11 @@ const OPERATORS: &[&str] = &[
 /// bounds the recursion of validation and matching.
 pub const MAX_FILTER_DEPTH: usize = 64;
 
+/// Largest filter accepted through the API, as compact JSON. Every event of the tenant is
+/// matched against it, so its size is a cost on the hot path; real filters are far smaller
+/// (an `$in` list of 1,000 ids is about 40 KiB).
+pub const MAX_FILTER_BYTES: usize = 64 * 1024;
+
 /// A rejected filter; the message names the position in the filter (`data.amount`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
@@ -52,6 +57,8 @@ pub enum FilterError {
     },
     #[error("filter is nested deeper than {max} levels")]
     TooDeep { max: usize },
+    #[error("filter is {bytes} bytes as compact JSON; at most {max} are allowed")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 /// Formats a filter position for messages: `at "data.amount"`, or `at the top level`.
@@ -96,6 +103,21 @@ impl Filter {
         Ok(Filter {
             schema: value.clone(),
         })
+    }
+
+    /// A filter being written (destination create or update): [`Filter::from_json`]'s checks
+    /// and at most [`MAX_FILTER_BYTES`]. Stored filters are read with `from_json`, so one stored
+    /// before the bound existed keeps matching.
+    pub fn from_written_json(value: &Value) -> Result<Filter, FilterError> {
+        let filter = Filter::from_json(value)?;
+        let bytes = value.to_string().len();
+        if bytes > MAX_FILTER_BYTES {
+            return Err(FilterError::TooLarge {
+                bytes,
+                max: MAX_FILTER_BYTES,
+            });
+        }
+        Ok(filter)
     }
 
     /// The filter as given, for storing and for API responses.

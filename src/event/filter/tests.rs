@@ -909,3 +909,27 @@ fn deep_filters_are_rejected() {
         }
     );
 }
+
+#[test]
+fn written_filters_are_bounded_in_size() {
+    let ids: Vec<String> = (0..1000).map(|i| format!("customer-{i:08}")).collect();
+    let fits = json!({"data": {"customer": {"$in": ids}}});
+    assert!(Filter::from_written_json(&fits).is_ok());
+    let ids: Vec<String> = (0..4000).map(|i| format!("customer-{i:08}")).collect();
+    let big = json!({"data": {"customer": {"$in": ids}}});
+    assert!(matches!(
+        Filter::from_written_json(&big),
+        Err(FilterError::TooLarge {
+            max: MAX_FILTER_BYTES,
+            ..
+        })
+    ));
+    assert!(
+        Filter::from_json(&big).is_ok(),
+        "stored filters are not re-bounded"
+    );
+    assert!(
+        Filter::from_written_json(&json!({"data": {"$nope": 1}})).is_err(),
+        "the usual checks still apply"
+    );
+}

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use crate::event::check_id;
+
 /// Where an account was defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,8 +69,17 @@ impl SubjectPattern {
         })
     }
 
-    /// The tenant a subject carries, or why the subject does not fit the pattern.
+    /// The tenant a subject carries, or why the subject does not fit the pattern or its tenant
+    /// token is not a valid tenant id.
     pub fn tenant_of<'s>(&self, subject: &'s str) -> Result<&'s str, String> {
+        let tenant = self.tenant_token(subject)?;
+        check_id(tenant).map_err(|err| {
+            format!("subject {subject:?}: the tenant token is not a valid tenant id: it {err}")
+        })?;
+        Ok(tenant)
+    }
+
+    fn tenant_token<'s>(&self, subject: &'s str) -> Result<&'s str, String> {
         let parts: Vec<&str> = subject.split('.').collect();
         let mismatch = || {
             format!(
@@ -196,6 +207,19 @@ mod tests {
         let p = SubjectPattern::parse("*.{tenant_id}").unwrap();
         assert_eq!(p.tenant_of("x.globex"), Ok("globex"));
         assert!(p.tenant_of("x.globex.more").is_err());
+    }
+
+    #[test]
+    fn subject_tenant_must_be_a_valid_id() {
+        let p = SubjectPattern::parse("tenant.{tenant_id}.>").unwrap();
+        assert_eq!(p.tenant_of("tenant.user@example.x"), Ok("user@example"));
+        for subject in ["tenant.a/b.x", "tenant.%0A.x", "tenant.caf\u{e9}.x"] {
+            let err = p.tenant_of(subject).unwrap_err();
+            assert!(
+                err.contains("the tenant token is not a valid tenant id"),
+                "{subject}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Reading an accounts directory (SPEC §3): one sub-directory per account with a `meta.yaml` and,
+//! Reading an accounts directory: one sub-directory per account with a `meta.yaml` and,
 //! usually, a `user.creds`. Each directory loads on its own, so one broken account is reported
 //! and the others still load. Blocking file I/O: call from `spawn_blocking` in async code.
 
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::account::{AccountSpec, Origin, TenantRule};
+use crate::event::check_id;
 
 /// What `meta.yaml` may hold. Unknown keys are refused so that a typo is not silently ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +228,14 @@ fn read_account(dir: &str, path: &Path, stamp: &mut Stamp) -> Result<Option<Acco
     if !missing.is_empty() {
         return Err(missing.join("; "));
     }
+    if let Ok(tenant_id) = &tenant_id {
+        check_id(tenant_id).map_err(|err| {
+            format!(
+                "{}: `tenant_id` is not a valid tenant id: it {err}",
+                meta_path.display()
+            )
+        })?;
+    }
     let credentials_file = match meta.credentials_file.filter(|f| !f.trim().is_empty()) {
         Some(file) => {
             let file = path.join(file); // an absolute `file` replaces `path`
@@ -296,6 +305,45 @@ mod tests {
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_tenant_id_is_reported_and_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        write(
+            &r.join("good/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: user@example.com\n",
+        );
+        write(
+            &r.join("spaced/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: acme corp\n",
+        );
+        write(
+            &r.join("newline/meta.yaml"),
+            "stream: S\nconsumer: c\ntenant_id: \"acme\\nINFO forged\"\n",
+        );
+        let scan = scan(r).unwrap();
+        let tenants: Vec<String> = scan.accounts.iter().map(|a| a.tenant_label()).collect();
+        assert_eq!(tenants, ["user@example.com"]);
+        let problems: Vec<(&str, &str)> = scan
+            .problems
+            .iter()
+            .map(|p| (p.dir.as_str(), p.error.as_str()))
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].0, "newline");
+        assert!(
+            problems[0]
+                .1
+                .contains("`tenant_id` is not a valid tenant id: it has '\\n'"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[1].0, "spaced");
+        assert!(
+            problems[1].1.contains("has ' ' at character 5"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct NatsSourceConfig {
     pub servers: Vec<String>,
     /// Static accounts and the aggregate account: started once, never removed.
     pub accounts: Vec<AccountSpec>,
-    /// The watched accounts directory (SPEC §3).
+    /// The watched accounts directory.
     pub accounts_dir: Option<PathBuf>,
     /// In-flight messages per account (`publish_max_concurrency`).
     pub max_in_flight: usize,
@@ -438,7 +438,12 @@ impl NatsSourceConfig {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                AccountSpec {
+                crate::event::check_id(&a.tenant_id).map_err(|err| {
+                    format!(
+                        "publishmq.nats.accounts[{i}].tenant_id is not a valid tenant id: it {err}"
+                    )
+                })?;
+                Ok(AccountSpec {
                     name: a.name.clone(),
                     origin: Origin::Static,
                     tenant: TenantRule::Account(a.tenant_id.clone()),
@@ -448,9 +453,9 @@ impl NatsSourceConfig {
                     defined_at: format!("publishmq.nats.accounts[{i}]"),
                     fingerprint: [0; 32],
                 }
-                .fingerprinted(None)
+                .fingerprinted(None))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         if let Some(aggregate) = &nats.aggregate {
             let pattern = SubjectPattern::parse(&aggregate.tenant_subject)?;
             accounts.push(

@@ -41,7 +41,7 @@ impl AccountState {
     }
 }
 
-/// One row of `GET /api/v1/nats/accounts` (SPEC §7).
+/// One row of `GET /api/v1/nats/accounts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountStatusView {
     pub name: String,

@@ -1,5 +1,5 @@
-//! Streams and consumers: `serve` only verifies them (the operator owns NATS topology, DESIGN
-//! decision 8); `jetpost nats declare` and `jetpost nats aggregate …` create and change them.
+//! Streams and consumers: `serve` only verifies them (the operator owns NATS
+//! topology); `jetpost nats declare` and `jetpost nats aggregate …` create and change them.
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ mod destinations;
 mod errors;
 mod events;
 mod flow;
+mod ids;
 mod metrics;
 mod nats;
 mod tenants;

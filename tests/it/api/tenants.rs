@@ -158,33 +158,33 @@ async fn tenants_paginate_and_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_portal_urls() {
     let svc = Service::start().await;
-    svc.tenant("acme co").await;
+    svc.tenant("acme+co").await;
     let token = svc
         .admin(
             Method::GET,
-            "/api/v1/tenants/acme%20co/token",
+            "/api/v1/tenants/acme+co/token",
             None,
             StatusCode::OK,
         )
         .await;
-    assert_eq!(token["tenant_id"], "acme co");
+    assert_eq!(token["tenant_id"], "acme+co");
     let auth = Auth::Bearer(token["token"].as_str().unwrap().to_owned());
-    let (status, me) = svc.get("/api/v1/tenants/acme%20co", &auth).await;
+    let (status, me) = svc.get("/api/v1/tenants/acme+co", &auth).await;
     assert_eq!(status, StatusCode::OK, "{me}");
 
     let portal = svc
         .admin(
             Method::GET,
-            "/api/v1/tenants/acme%20co/portal?theme=dark",
+            "/api/v1/tenants/acme+co/portal?theme=dark",
             None,
             StatusCode::OK,
         )
         .await;
     let url = portal["redirect_url"].as_str().unwrap();
     assert!(url.starts_with(&svc.url("/portal?token=")), "{url}");
-    assert!(url.contains("&tenant_id=acme%20co"), "{url}");
+    assert!(url.contains("&tenant_id=acme%2Bco"), "{url}");
     assert!(url.ends_with("&theme=dark"), "{url}");
-    assert_eq!(portal["tenant_id"], "acme co");
+    assert_eq!(portal["tenant_id"], "acme+co");
     let (status, json) = svc.get("/portal", &Auth::None).await;
     assert_error(status, &json, StatusCode::NOT_FOUND);
     assert!(
