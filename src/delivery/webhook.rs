@@ -17,6 +17,7 @@ use super::signature::{
 };
 use super::ssrf::{BlockedAddress, GuardedResolver, blocked_reason};
 use crate::config::{WebhookConfig, WebhookMode};
+use crate::event::{MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 
 /// Header prefix of Standard Webhooks mode. `header_prefix` applies to default mode only; in
 /// standard mode every header uses this prefix, which is also what Outpost does by default.
@@ -498,7 +499,7 @@ fn literal_blocked(url: &Url) -> Option<BlockedAddress> {
 pub struct CustomHeaderError {
     /// `config.custom_headers.<name>`.
     pub field: String,
-    /// Outpost's validation type: `pattern`, `forbidden` or `required`.
+    /// Outpost's validation type: `pattern`, `forbidden` or `required`; `size` for the whole map.
     pub kind: &'static str,
     pub message: String,
 }
@@ -506,14 +507,27 @@ pub struct CustomHeaderError {
 /// Checks `config.custom_headers` as Outpost does (names `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`, not
 /// reserved, values not empty), plus: values must be valid in a header, and names must not be
 /// hop-by-hop headers nor any header jetpost sets itself with `header_prefix`
-/// ([`names_jetpost_sets`]), which would never be sent as given. Every problem is returned,
-/// not just the first.
+/// ([`names_jetpost_sets`]), which would never be sent as given; and the whole map stays within
+/// the bounds of header metadata (entries and bytes), which common servers would refuse past.
+/// Every problem is returned, not just the first.
 pub fn validate_custom_headers(
     headers: &BTreeMap<String, String>,
     header_prefix: &str,
 ) -> Result<(), Vec<CustomHeaderError>> {
     let jetpost_sets = names_jetpost_sets(header_prefix);
     let mut problems = Vec::new();
+    let bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if headers.len() > MAX_METADATA_ENTRIES || bytes > MAX_METADATA_BYTES {
+        problems.push(CustomHeaderError {
+            field: "config.custom_headers".to_owned(),
+            kind: "size",
+            message: format!(
+                "has {} headers and {bytes} bytes of names and values; at most \
+                 {MAX_METADATA_ENTRIES} headers and {MAX_METADATA_BYTES} bytes are allowed",
+                headers.len()
+            ),
+        });
+    }
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
         let field = format!("config.custom_headers.{name}");
@@ -682,6 +696,23 @@ mod tests {
         assert!(!refused("x-acme-", "x-outpost-signature"));
         assert!(!refused("x-outpost-", "x-outpost-region"));
         assert!(!refused("x-outpost-", "webhook-version"));
+    }
+
+    #[test]
+    fn custom_headers_are_bounded_as_a_whole() {
+        let many: BTreeMap<String, String> = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("x-h{i}"), "v".to_owned()))
+            .collect();
+        let problems = validate_custom_headers(&many, "x-outpost-").unwrap_err();
+        assert_eq!(
+            (problems[0].field.as_str(), problems[0].kind),
+            ("config.custom_headers", "size")
+        );
+        let big: BTreeMap<String, String> =
+            [("x-big".to_owned(), "v".repeat(MAX_METADATA_BYTES))].into();
+        assert!(validate_custom_headers(&big, "x-outpost-").is_err());
+        let fine: BTreeMap<String, String> = [("x-fine".to_owned(), "v".repeat(1024))].into();
+        assert_eq!(validate_custom_headers(&fine, "x-outpost-"), Ok(()));
     }
 
     /// What `validate_custom_headers` refuses is exactly what delivery would replace or drop:
