@@ -527,7 +527,7 @@ fn api_host_is_an_ip_address() {
 }
 
 #[test]
-fn api_connection_limits_must_be_at_least_one() {
+fn api_connection_limits_must_be_in_range() {
     for (var, key) in [
         (
             "API_HEADER_READ_TIMEOUT_SECONDS",
@@ -537,10 +537,22 @@ fn api_connection_limits_must_be_at_least_one() {
             "API_BODY_READ_TIMEOUT_SECONDS",
             "api_body_read_timeout_seconds",
         ),
-        ("API_MAX_CONNECTIONS", "api_max_connections"),
     ] {
-        assert_error(BASE, &[(var, "0")], &format!("{key} ({var})"), "at least 1");
+        for bad in ["0", "3601"] {
+            assert_error(
+                BASE,
+                &[(var, bad)],
+                &format!("{key} ({var})"),
+                "it must be 1 to 3600",
+            );
+        }
     }
+    assert_error(
+        BASE,
+        &[("API_MAX_CONNECTIONS", "0")],
+        "api_max_connections (API_MAX_CONNECTIONS)",
+        "at least 1",
+    );
 }
 
 #[test]

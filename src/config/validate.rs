@@ -43,6 +43,27 @@ impl Problems {
         self.0.push(ConfigError::invalid(key, env, message));
     }
 
+    /// `value` must lie in `range`.
+    fn within(
+        &mut self,
+        key: &'static str,
+        env: &'static str,
+        value: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) {
+        if !range.contains(&value) {
+            self.push(
+                key,
+                Some(env),
+                format!(
+                    "{value} is out of range; it must be {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
     /// `value` must be at least `min`.
     fn at_least(&mut self, key: &'static str, env: &'static str, value: u64, min: u64) {
         if value < min {
@@ -63,17 +84,18 @@ fn api(c: &Config, p: &mut Problems) {
             "empty; set an admin API key or api_auth_disabled: true (API_AUTH_DISABLED) for local use",
         );
     }
-    p.at_least(
+    // A client deadline past an hour protects nothing, and far-future deadlines overflow.
+    p.within(
         "api_header_read_timeout_seconds",
         "API_HEADER_READ_TIMEOUT_SECONDS",
         c.api_header_read_timeout_seconds,
-        1,
+        1..=3600,
     );
-    p.at_least(
+    p.within(
         "api_body_read_timeout_seconds",
         "API_BODY_READ_TIMEOUT_SECONDS",
         c.api_body_read_timeout_seconds,
-        1,
+        1..=3600,
     );
     p.at_least(
         "api_max_connections",

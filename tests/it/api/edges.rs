@@ -21,7 +21,7 @@ use super::{API_KEY, Auth, Service};
 use crate::support::db::TestDb;
 
 /// Far above every timeout the tests configure: reaching it means the server held on.
-const HANG: Duration = Duration::from_secs(30);
+const HANG: Duration = Duration::from_secs(20);
 
 async fn connect(base: &str) -> TcpStream {
     TcpStream::connect(base.trim_start_matches("http://"))
@@ -301,6 +301,7 @@ async fn metrics_answer_only_with_the_metrics_token_when_one_is_set() {
         let response = scrape(refused).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
         let body: serde_json::Value = response.json().await.unwrap();
+        crate::support::contract::check("GET", "/metrics", 401, &body);
         assert!(
             body["message"].as_str().unwrap().contains("metrics_token"),
             "{body}"
