@@ -92,8 +92,11 @@ async fn half_a_request_head_is_disconnected_after_the_header_timeout() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let answer = read_until_closed(&mut slow).await;
-    assert!(!answer.contains("200 OK"), "{answer}");
+    assert_eq!(
+        read_until_closed(&mut slow).await,
+        "",
+        "closed without an answer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
