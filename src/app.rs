@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, ServeLimits};
 use crate::config::Config;
 use crate::delivery::{Dispatcher, DispatcherOptions, WebhookProvider};
 use crate::event::TopicRules;
@@ -93,12 +93,13 @@ pub async fn run(
         dispatcher: dispatcher.health(),
     };
     info!(address = %listener.local_addr()?, "HTTP API listening");
-    let mut server = tokio::spawn(
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
-    // Until asked to stop (or the server fails on its own).
+    let mut server = tokio::spawn(api::serve(
+        listener,
+        api::router(state),
+        ServeLimits::from_config(&config),
+        shutdown.clone(),
+    ));
+    // Until asked to stop (or the server task dies).
     let failed_early = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = &mut server => Some(ended),
@@ -118,9 +119,7 @@ pub async fn run(
         }
     };
     let (served, ()) = tokio::join!(drain_api, stop_source);
-    let served = served
-        .context("HTTP server task panicked")
-        .and_then(|r| r.context("HTTP server failed"));
+    let served = served.context("HTTP server task panicked");
     info!("shutting down: letting delivery attempts in flight finish");
     dispatcher.stop().await;
     background.cancel();

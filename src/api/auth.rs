@@ -2,9 +2,11 @@
 //! `api_jwt_secret`: HS256, `iss=outpost`, `sub=<tenant>`, `exp`), and the route rules Outpost
 //! applies: 401 without valid credentials, 403 for a tenant on admin-only routes or on another
 //! tenant's path, 404 for an admin naming an unknown tenant, 401 for a tenant token whose
-//! tenant is gone. With `api_auth_disabled` every caller is the admin.
+//! tenant is gone. With `api_auth_disabled` every caller is the admin. `/metrics` has its
+//! own optional token (`metrics_token`).
 
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -63,13 +65,7 @@ impl FromRequestParts<std::sync::Arc<Ctx>> for Caller {
         if ctx.state.config.api_auth_disabled {
             return Ok(Caller::Admin);
         }
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .filter(|t| !t.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
+        let token = bearer_token(parts).ok_or_else(ApiError::unauthorized)?;
         let api_key = ctx.state.config.api_key.expose();
         if !api_key.is_empty() && constant_time_eq(token.as_bytes(), api_key.as_bytes()) {
             return Ok(Caller::Admin);
@@ -80,6 +76,42 @@ impl FromRequestParts<std::sync::Arc<Ctx>> for Caller {
             .map(Caller::Tenant)
             .ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// A caller allowed to read `/metrics`: anyone while `metrics_token` is empty, else only a
+/// caller presenting it as a bearer token.
+pub struct MetricsReader;
+
+impl FromRequestParts<std::sync::Arc<Ctx>> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &std::sync::Arc<Ctx>,
+    ) -> Result<MetricsReader, ApiError> {
+        let expected = &ctx.state.config.metrics_token;
+        if expected.is_empty() {
+            return Ok(MetricsReader);
+        }
+        match bearer_token(parts) {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) => {
+                Ok(MetricsReader)
+            }
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs Authorization: Bearer <metrics_token>",
+            )),
+        }
+    }
+}
+
+/// The credentials of `Authorization: Bearer <token>`. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and may be followed by several spaces (RFC 6750 §2.1).
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Outpost's tenant-scoped routes: the tenant named in the path, which a tenant caller must
@@ -136,13 +168,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims of an issued token.
+#[derive(Debug, Serialize)]
 struct Claims {
     iss: String,
     sub: String,
     exp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
+}
+
+/// What a verified token tells: its subject. `exp`, `nbf` and `iss` are checked by
+/// `jsonwebtoken` (which reads NumericDates with fractions, as RFC 7519 allows) and not read
+/// again here.
+#[derive(Debug, Deserialize)]
+struct Subject {
+    sub: String,
 }
 
 /// Issues and verifies tenant JWTs with `api_jwt_secret`.
@@ -161,6 +202,8 @@ impl TenantTokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // A token that is not valid yet is refused like an expired one.
+        validation.validate_nbf = true;
         validation.leeway = 0;
         Some(TenantTokens {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -185,11 +228,11 @@ impl TenantTokens {
         )
     }
 
-    /// The tenant of a valid token: HS256 with this secret, issuer `outpost`, not expired,
-    /// non-empty subject. Anything else (`alg: none`, another algorithm, a wrong signature)
-    /// is `None`.
+    /// The tenant of a valid token: HS256 with this secret, issuer `outpost`, not expired, not
+    /// before its `nbf` (when it has one), non-empty subject. Anything else (`alg: none`,
+    /// another algorithm, a wrong signature) is `None`.
     pub fn verify(&self, token: &str) -> Option<String> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let data = jsonwebtoken::decode::<Subject>(token, &self.decoding, &self.validation).ok()?;
         Some(data.claims.sub).filter(|sub| !sub.is_empty())
     }
 }
@@ -246,6 +289,60 @@ mod tests {
         .unwrap();
         assert_eq!(t.verify(&token), None);
         assert_eq!(t.verify("not.a.token"), None);
+    }
+
+    /// A token signed with the test secret carrying `claims` as they are.
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"jwt-secret"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_not_valid_yet_are_refused() {
+        let now = Utc::now().timestamp();
+        let claims = |nbf: i64| serde_json::json!({"iss": "outpost", "sub": "acme", "exp": now + 3600, "nbf": nbf});
+        assert_eq!(tokens().verify(&signed(claims(now + 600))), None);
+        assert_eq!(
+            tokens().verify(&signed(claims(now - 60))).as_deref(),
+            Some("acme")
+        );
+    }
+
+    #[test]
+    fn numeric_dates_may_have_fractions() {
+        let now = Utc::now().timestamp() as f64;
+        let claims = |exp: f64| serde_json::json!({"iss": "outpost", "sub": "acme", "exp": exp});
+        assert_eq!(
+            tokens().verify(&signed(claims(1_893_456_000.5))).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(tokens().verify(&signed(claims(now - 600.5))), None);
+        let not_yet = serde_json::json!({
+            "iss": "outpost", "sub": "acme", "exp": now + 3600.0, "nbf": now + 600.25,
+        });
+        assert_eq!(tokens().verify(&signed(not_yet)), None);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let token = |header: &str| {
+            let (parts, ()) = axum::http::Request::builder()
+                .header(AUTHORIZATION, header)
+                .body(())
+                .unwrap()
+                .into_parts();
+            bearer_token(&parts).map(str::to_owned)
+        };
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc"] {
+            assert_eq!(token(header).as_deref(), Some("abc"), "{header}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "Token abc"] {
+            assert_eq!(token(header), None, "{header}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Operational endpoints, without auth: `/healthz` (also `/api/v1/healthz`) in Outpost's shape,
-//! `{status, timestamp, workers: {name: {status, …}}}`, and `/metrics` in Prometheus text.
+//! Operational endpoints: `/healthz` (also `/api/v1/healthz`, without auth) in Outpost's shape,
+//! `{status, timestamp, workers: {name: {status, …}}}`, and `/metrics` in Prometheus text (open,
+//! or behind `metrics_token`).
 //!
 //! Health is 503 only when jetpost cannot work at all: the store does not answer. NATS
 //! accounts are reported with counts per state, but a failed account leaves the service
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use super::CtxState;
+use super::auth::MetricsReader;
 use crate::source::nats::AccountState;
 use crate::store::BackendKind;
 
@@ -80,7 +82,7 @@ pub async fn healthz(State(ctx): CtxState) -> (StatusCode, Json<Value>) {
     )
 }
 
-pub async fn prometheus(State(ctx): CtxState) -> impl IntoResponse {
+pub async fn prometheus(State(ctx): CtxState, _reader: MetricsReader) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         ctx.state.metrics.render(),

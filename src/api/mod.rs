@@ -17,6 +17,7 @@ mod path;
 mod publish;
 mod query;
 mod retry;
+mod server;
 mod tenants;
 mod topics;
 
@@ -38,6 +39,7 @@ use crate::store::Store;
 
 pub use self::auth::TenantTokens;
 pub use self::error::ApiError;
+pub use self::server::{ServeLimits, serve};
 
 /// Everything the handlers reach.
 #[derive(Clone)]

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tracing::error;
 
 use super::auth::{Caller, check_caller, path_tenant};
 use super::body::{Body, Fields, present};
@@ -173,8 +174,9 @@ pub async fn token(
     Ok(Json(json!({"token": token, "tenant_id": tenant_id})))
 }
 
-/// Outpost's portal redirect, pointing at `/portal` on this server. jetpost has no portal UI
-/// (that path answers 404 explaining so); the token in the URL works as a tenant bearer token.
+/// Outpost's portal redirect: `portal.proxy_url` with the token, or else `/portal` on this
+/// server as the request named it in `Host` (jetpost has no portal UI: that path answers 404
+/// explaining so; the token works as a tenant bearer token).
 pub async fn portal(
     axum::extract::State(ctx): CtxState,
     caller: Caller,
@@ -183,11 +185,42 @@ pub async fn portal(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let (token, tenant_id) = issue_token(&ctx, &caller, &tenant_id).await?;
+    let mut url = portal_base(&ctx, &headers)?;
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(&format!(
+        "token={token}&tenant_id={}",
+        encode_query_value(&tenant_id)
+    ));
+    if let Some(theme @ ("light" | "dark")) = params.get("theme") {
+        url.push_str("&theme=");
+        url.push_str(theme);
+    }
+    Ok(Json(json!({"redirect_url": url, "tenant_id": tenant_id})))
+}
+
+/// Where portal links point, without the query jetpost adds. The configured URL when there is
+/// one; else this server's `/portal`, but only at a `Host` that is nothing more than a host and
+/// port: any other text would let a caller's header send the token to another site.
+fn portal_base(ctx: &Ctx, headers: &HeaderMap) -> ApiResult<String> {
+    if let Some(proxy_url) = &ctx.state.config.portal.proxy_url {
+        return reqwest::Url::parse(proxy_url)
+            .map(|url| url.to_string())
+            .map_err(|err| {
+                error!("portal.proxy_url {proxy_url:?} is not a URL: {err}");
+                ApiError::internal()
+            });
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("localhost:{}", ctx.state.config.api_port));
+        .filter(|host| is_host_and_port(host))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "cannot build the portal link: the request's Host header is not a plain \
+                 host[:port]; set portal.proxy_url (PORTAL_PROXY_URL) to the URL the portal is \
+                 served at",
+            )
+        })?;
     let scheme = match headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
@@ -195,15 +228,53 @@ pub async fn portal(
         Some("https") => "https",
         _ => "http",
     };
-    let mut url = format!(
-        "{scheme}://{host}/portal?token={token}&tenant_id={}",
-        encode_query_value(&tenant_id)
-    );
-    if let Some(theme @ ("light" | "dark")) = params.get("theme") {
-        url.push_str("&theme=");
-        url.push_str(theme);
-    }
-    Ok(Json(json!({"redirect_url": url, "tenant_id": tenant_id})))
+    Ok(format!("{scheme}://{host}/portal"))
+}
+
+/// `host[:port]` where host is a DNS name (letters, digits, `-`, `_`, dots between labels of
+/// at most 63), an IPv4 address or a bracketed IPv6 address, and port 0-65535.
+fn is_host_and_port(value: &str) -> bool {
+    let (host_ok, port) = match value.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, rest)) => (
+                ip.parse::<std::net::Ipv6Addr>().is_ok(),
+                match rest {
+                    "" => None,
+                    _ => match rest.strip_prefix(':') {
+                        Some(port) => Some(port),
+                        None => return false,
+                    },
+                },
+            ),
+            None => return false,
+        },
+        None => {
+            let (host, port) = match value.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (value, None),
+            };
+            (is_dns_name(host), port)
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    host_ok && port_ok
+}
+
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 pub async fn portal_placeholder() -> ApiError {
@@ -230,6 +301,45 @@ fn encode_query_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_plain_host_and_port() {
+        for good in [
+            "localhost",
+            "localhost:3333",
+            "api.example.com",
+            "api.example.com:443",
+            "jetpost_api:3333",
+            "127.0.0.1",
+            "10.0.0.5:8080",
+            "[::1]",
+            "[2001:db8::1]:3333",
+        ] {
+            assert!(is_host_and_port(good), "{good}");
+        }
+        for bad in [
+            "",
+            "evil.example/path?x=",
+            "evil.example?x=",
+            "evil.example#",
+            "user@evil.example",
+            "evil.example:",
+            "evil.example:99999",
+            "evil.example:80:80",
+            "evil.example:8o",
+            "evil .example",
+            "evil..example",
+            ".evil.example",
+            "-evil.example",
+            "[::1",
+            "[::1]x",
+            "[evil.example]",
+            "::1",
+            "evil.example\\x",
+        ] {
+            assert!(!is_host_and_port(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn query_values_are_encoded() {

@@ -224,6 +224,9 @@ impl ChildService {
             "log_level": config.log_level,
             "shutdown_timeout_seconds": config.shutdown_timeout_seconds,
             "publishmq": {"nats": {"servers": [nats_url], "accounts_dir": accounts_dir}},
+            "destinations": {"webhook": {
+                "block_private_ips": config.destinations.webhook.block_private_ips,
+            }},
         });
         let config_dir = tempfile::Builder::new()
             .prefix("jetpost-bench-serve-")
@@ -292,7 +295,8 @@ impl ChildService {
 }
 
 /// jetpost's configuration for a benchmark: defaults except the store, NATS sources, secrets,
-/// warnings-only logs and a short shutdown.
+/// warnings-only logs, a short shutdown, and webhooks to private addresses allowed (the
+/// bench's receiver is on loopback).
 fn service_config(
     nats_url: &str,
     db_url: &str,
@@ -308,6 +312,7 @@ fn service_config(
         shutdown_timeout_seconds: 5,
         ..Config::default()
     };
+    config.destinations.webhook.block_private_ips = false;
     config.publishmq.nats.servers = vec![nats_url.to_owned()];
     config.publishmq.nats.accounts = accounts;
     config.publishmq.nats.accounts_dir = accounts_dir;

@@ -118,6 +118,8 @@ fn dev_config(
         retry_schedule: vec![1, 2, 5],
         ..Config::default()
     };
+    // The demo receiver is on loopback, which the SSRF guard would refuse.
+    config.destinations.webhook.block_private_ips = false;
     config.publishmq.nats.servers = vec![nats_url.to_owned()];
     config.publishmq.nats.accounts_dir = Some(accounts_dir.to_owned());
     config

@@ -340,12 +340,12 @@ fn load_config(args: &ConfigArg) -> Result<Config, Failure> {
 }
 
 async fn serve(config: Config, migrations: Migrations) -> Result<ExitCode, Failure> {
-    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.api_port));
+    let address = config.api_address();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|err| {
             Failure::Runtime(anyhow::anyhow!(
-                "cannot listen on {address} (api_port / API_PORT): {err}"
+                "cannot listen on {address} (api_host / API_HOST, api_port / API_PORT): {err}"
             ))
         })?;
     let shutdown = tokio_util::sync::CancellationToken::new();

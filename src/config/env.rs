@@ -28,6 +28,31 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
     const COUNT: &str = "a whole number";
 
     r.parse("API_PORT", "api_port", PORT, &mut c.api_port);
+    r.parse(
+        "API_HOST",
+        "api_host",
+        "an IP address (0.0.0.0, ::, 127.0.0.1, …)",
+        &mut c.api_host,
+    );
+    r.parse(
+        "API_HEADER_READ_TIMEOUT_SECONDS",
+        "api_header_read_timeout_seconds",
+        COUNT,
+        &mut c.api_header_read_timeout_seconds,
+    );
+    r.parse(
+        "API_BODY_READ_TIMEOUT_SECONDS",
+        "api_body_read_timeout_seconds",
+        COUNT,
+        &mut c.api_body_read_timeout_seconds,
+    );
+    r.parse(
+        "API_MAX_CONNECTIONS",
+        "api_max_connections",
+        COUNT,
+        &mut c.api_max_connections,
+    );
+    r.secret("METRICS_TOKEN", &mut c.metrics_token);
     r.secret("API_KEY", &mut c.api_key);
     r.bool(
         "API_AUTH_DISABLED",
@@ -150,6 +175,8 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
         "destinations.webhook.block_private_ips",
         &mut webhook.block_private_ips,
     );
+
+    r.string("PORTAL_PROXY_URL", &mut c.portal.proxy_url);
 
     let mut log_level = None;
     r.string("LOG_LEVEL", &mut log_level);

@@ -13,6 +13,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -36,12 +37,24 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/jetpost.db";
 pub struct Config {
     /// HTTP port for the API, `/healthz` and `/metrics`; 0 picks a free port.
     pub api_port: u16,
+    /// The address the API listens on: `0.0.0.0` (every IPv4 interface), `::`, `127.0.0.1`, …
+    pub api_host: IpAddr,
+    /// How long a client may take to send a request head (also how long an idle keep-alive
+    /// connection is kept); then the connection is closed.
+    pub api_header_read_timeout_seconds: u64,
+    /// How long a client may take to send a request body once its head arrived; then it is
+    /// answered 408 and the connection closed.
+    pub api_body_read_timeout_seconds: u64,
+    /// Open API connections at most; further clients wait in the listen backlog.
+    pub api_max_connections: usize,
+    /// Bearer token `/metrics` asks for; empty leaves `/metrics` open.
+    pub metrics_token: Secret,
     /// Admin bearer token. Empty is refused unless `api_auth_disabled`.
     pub api_key: Secret,
     pub api_auth_disabled: bool,
     /// HS256 secret for tenant JWTs; empty means tenant JWTs are not accepted.
     pub api_jwt_secret: Secret,
-    /// Encrypts destination credentials at rest.
+    /// Encrypts destination credentials at rest; required.
     pub aes_encryption_secret: Secret,
     /// `postgres` is Outpost's YAML key for its Postgres URL.
     #[serde(alias = "postgres")]
@@ -62,6 +75,7 @@ pub struct Config {
     pub alert: AlertConfig,
     pub operator_events: OperatorEventsConfig,
     pub destinations: DestinationsConfig,
+    pub portal: PortalConfig,
     /// A level (`info`) or a tracing filter (`info,jetpost=debug`).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -76,6 +90,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             api_port: 3333,
+            api_host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            api_header_read_timeout_seconds: 10,
+            api_body_read_timeout_seconds: 30,
+            api_max_connections: 1024,
+            metrics_token: Secret::default(),
             api_key: Secret::default(),
             api_auth_disabled: false,
             api_jwt_secret: Secret::default(),
@@ -94,6 +113,7 @@ impl Default for Config {
             alert: AlertConfig::default(),
             operator_events: OperatorEventsConfig::default(),
             destinations: DestinationsConfig::default(),
+            portal: PortalConfig::default(),
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
             publishmq: PublishMqConfig::default(),
@@ -190,7 +210,8 @@ pub struct WebhookConfig {
     pub header_prefix: String,
     /// Response bodies stored on attempts are cut to this size; 0 = no cap.
     pub max_response_body_bytes: usize,
-    /// Refuse to deliver to loopback, private, link-local and other non-public addresses.
+    /// Refuse to deliver to loopback, private, link-local and other non-public addresses (on
+    /// by default: tenants choose the URLs).
     pub block_private_ips: bool,
 }
 
@@ -200,9 +221,19 @@ impl Default for WebhookConfig {
             mode: WebhookMode::Default,
             header_prefix: "x-outpost-".to_owned(),
             max_response_body_bytes: 131_072,
-            block_private_ips: false,
+            block_private_ips: true,
         }
     }
+}
+
+/// Outpost's portal settings; jetpost reads only where the portal is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalConfig {
+    /// The absolute http(s) URL the tenant portal is served at; portal links
+    /// (`GET /tenants/{id}/portal`) point there. Unset: at this server, from the request's
+    /// `Host`.
+    pub proxy_url: Option<String>,
 }
 
 /// Webhook wire format: Outpost's own (`default`) or Standard Webhooks (`standard`).
@@ -430,6 +461,11 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_seconds)
     }
 
+    /// Where `serve` listens: `api_host`:`api_port`.
+    pub fn api_address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.api_host, self.api_port)
+    }
+
     /// Empty optional strings and paths mean "not set".
     fn normalize(&mut self) {
         fn clear_empty_path(path: &mut Option<PathBuf>) {
@@ -445,9 +481,13 @@ impl Config {
         if let Some(aggregate) = &mut nats.aggregate {
             clear_empty_path(&mut aggregate.credentials_file);
         }
-        let url = &mut self.operator_events.http.url;
-        if url.as_ref().is_some_and(|u| u.trim().is_empty()) {
-            *url = None;
+        for url in [
+            &mut self.operator_events.http.url,
+            &mut self.portal.proxy_url,
+        ] {
+            if url.as_ref().is_some_and(|u| u.trim().is_empty()) {
+                *url = None;
+            }
         }
     }
 }

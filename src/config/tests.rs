@@ -16,8 +16,15 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 /// Minimal valid base: auth disabled so tests only see the problem they provoke.
 const BASE: &str = "api_auth_disabled: true\n";
 
+/// The encryption secret every test config gets unless it names `AES_ENCRYPTION_SECRET` itself
+/// (as `""`, which counts as unset, to leave it out).
+const TEST_AES: &str = "test-aes";
+
 fn load(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-    Config::from_yaml_str_and_env(Some(yaml), &env(vars))
+    let mut vars = env(vars);
+    vars.entry("AES_ENCRYPTION_SECRET".to_owned())
+        .or_insert_with(|| TEST_AES.to_owned());
+    Config::from_yaml_str_and_env(Some(yaml), &vars)
 }
 
 fn ok(yaml: &str, vars: &[(&str, &str)]) -> Config {
@@ -80,17 +87,24 @@ fn defaults_match_the_spec_table() {
     assert_eq!(c.destinations.webhook.mode, WebhookMode::Default);
     assert_eq!(c.destinations.webhook.header_prefix, "x-outpost-");
     assert_eq!(c.destinations.webhook.max_response_body_bytes, 131_072);
-    assert!(!c.destinations.webhook.block_private_ips);
+    assert!(c.destinations.webhook.block_private_ips);
     assert_eq!(c.log_level, "info");
     assert_eq!(c.log_format, LogFormat::Text);
     assert!(c.publishmq.nats.servers.is_empty());
     assert!(!c.publishmq.nats.has_account_source());
     assert_eq!(c.shutdown_timeout_seconds, 30);
     assert_eq!(c.max_request_body_bytes, 1024 * 1024);
+    assert_eq!(c.api_host, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    assert_eq!(c.api_header_read_timeout_seconds, 10);
+    assert_eq!(c.api_body_read_timeout_seconds, 30);
+    assert_eq!(c.api_max_connections, 1024);
+    assert!(c.metrics_token.is_empty());
+    assert_eq!(c.portal.proxy_url, None);
     assert_eq!(
         c,
         Config {
             api_key: Secret::from("k"),
+            aes_encryption_secret: Secret::from(TEST_AES),
             ..Config::default()
         }
     );
@@ -168,7 +182,13 @@ fn every_scalar_env_var_is_applied() {
             ("OPERATOR_EVENTS_HTTP_URL", "https://ops.example.com/hook"),
             ("OPERATOR_EVENTS_HTTP_SIGNING_SECRET", "ops-secret"),
             ("DESTINATIONS_WEBHOOK_MAX_RESPONSE_BODY_BYTES", "0"),
-            ("DESTINATIONS_WEBHOOK_BLOCK_PRIVATE_IPS", "true"),
+            ("DESTINATIONS_WEBHOOK_BLOCK_PRIVATE_IPS", "false"),
+            ("API_HOST", "::1"),
+            ("API_HEADER_READ_TIMEOUT_SECONDS", "4"),
+            ("API_BODY_READ_TIMEOUT_SECONDS", "6"),
+            ("API_MAX_CONNECTIONS", "50"),
+            ("METRICS_TOKEN", "scrape"),
+            ("PORTAL_PROXY_URL", "https://hooks.example.com/portal"),
             ("LOG_LEVEL", "warn"),
             ("LOG_FORMAT", "JSON"),
             ("SHUTDOWN_TIMEOUT_SECONDS", "0"),
@@ -193,7 +213,16 @@ fn every_scalar_env_var_is_applied() {
     );
     assert_eq!(c.operator_events.http.signing_secret.expose(), "ops-secret");
     assert_eq!(c.destinations.webhook.max_response_body_bytes, 0);
-    assert!(c.destinations.webhook.block_private_ips);
+    assert!(!c.destinations.webhook.block_private_ips);
+    assert_eq!(c.api_address().to_string(), "[::1]:3333");
+    assert_eq!(c.api_header_read_timeout_seconds, 4);
+    assert_eq!(c.api_body_read_timeout_seconds, 6);
+    assert_eq!(c.api_max_connections, 50);
+    assert_eq!(c.metrics_token.expose(), "scrape");
+    assert_eq!(
+        c.portal.proxy_url.as_deref(),
+        Some("https://hooks.example.com/portal")
+    );
     assert_eq!(c.log_level, "warn");
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.shutdown_timeout(), std::time::Duration::ZERO);
@@ -458,6 +487,114 @@ fn api_key_is_required_unless_auth_is_disabled() {
     assert_error("api_key: '  '\n", &[], "api_key (API_KEY)", "empty");
     ok("", &[("API_AUTH_DISABLED", "true")]);
     ok("api_key: k\n", &[]);
+}
+
+#[test]
+fn the_encryption_secret_is_required() {
+    for unset in ["", "  "] {
+        assert_error(
+            "",
+            &[("API_KEY", "k"), ("AES_ENCRYPTION_SECRET", unset)],
+            "aes_encryption_secret (AES_ENCRYPTION_SECRET): empty;",
+            "encrypts destination credentials",
+        );
+    }
+    assert_error(
+        "aes_encryption_secret: ' '\n",
+        &[("API_KEY", "k"), ("AES_ENCRYPTION_SECRET", "")],
+        "aes_encryption_secret (AES_ENCRYPTION_SECRET)",
+        "every replica the same one",
+    );
+    ok("aes_encryption_secret: s\n", &[("API_KEY", "k")]);
+}
+
+#[test]
+fn api_host_is_an_ip_address() {
+    assert_eq!(
+        ok("api_host: 127.0.0.1\n", &[("API_KEY", "k")])
+            .api_address()
+            .to_string(),
+        "127.0.0.1:3333"
+    );
+    assert_error(
+        "",
+        &[("API_KEY", "k"), ("API_HOST", "localhost")],
+        "api_host (API_HOST): \"localhost\" is not an IP address",
+        "",
+    );
+    let errors = errors_of("api_host: example.com\n", &[("API_KEY", "k")]);
+    assert!(errors[0].contains("api_host"), "{errors:?}");
+}
+
+#[test]
+fn api_connection_limits_must_be_in_range() {
+    for (var, key) in [
+        (
+            "API_HEADER_READ_TIMEOUT_SECONDS",
+            "api_header_read_timeout_seconds",
+        ),
+        (
+            "API_BODY_READ_TIMEOUT_SECONDS",
+            "api_body_read_timeout_seconds",
+        ),
+    ] {
+        for bad in ["0", "3601"] {
+            assert_error(
+                BASE,
+                &[(var, bad)],
+                &format!("{key} ({var})"),
+                "it must be 1 to 3600",
+            );
+        }
+    }
+    assert_error(
+        BASE,
+        &[("API_MAX_CONNECTIONS", "0")],
+        "api_max_connections (API_MAX_CONNECTIONS)",
+        "at least 1",
+    );
+}
+
+#[test]
+fn portal_proxy_url_must_be_an_absolute_http_url() {
+    for good in [
+        "https://hooks.example.com",
+        "http://localhost:8080/portal",
+        "https://example.com/hooks?brand=acme",
+    ] {
+        let c = ok(BASE, &[("PORTAL_PROXY_URL", good)]);
+        assert_eq!(c.portal.proxy_url.as_deref(), Some(good));
+    }
+    for bad in [
+        "hooks.example.com",
+        "/portal",
+        "ftp://hooks.example.com",
+        "https://",
+        "https://hooks.example.com/#top",
+    ] {
+        assert_error(
+            BASE,
+            &[("PORTAL_PROXY_URL", bad)],
+            "portal.proxy_url (PORTAL_PROXY_URL)",
+            "the URL the portal is served at",
+        );
+    }
+    let c = ok(
+        &format!("{BASE}portal:\n  proxy_url: https://hooks.example.com\n"),
+        &[],
+    );
+    assert_eq!(
+        c.portal.proxy_url.as_deref(),
+        Some("https://hooks.example.com")
+    );
+    assert_eq!(
+        ok(&format!("{BASE}portal:\n  proxy_url: ''\n"), &[])
+            .portal
+            .proxy_url,
+        None
+    );
+    let errors = errors_of(&format!("{BASE}portal:\n  brand_color: red\n"), &[]);
+    assert!(errors[0].contains("brand_color"), "{errors:?}");
 }
 
 #[test]
@@ -904,6 +1041,7 @@ fn validate_checks_a_config_built_in_code() {
     let config = Config {
         api_auth_disabled: true,
         api_port: 0,
+        aes_encryption_secret: Secret::from("aes"),
         ..Config::default()
     };
     assert_eq!(config.validate(), Ok(()));
@@ -946,7 +1084,11 @@ fn debug_output_hides_every_secret() {
 fn load_reads_an_explicit_file_then_applies_env() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("custom.yaml");
-    std::fs::write(&path, "api_key: file\napi_port: 4100\n").unwrap();
+    std::fs::write(
+        &path,
+        "api_key: file\napi_port: 4100\naes_encryption_secret: aes\n",
+    )
+    .unwrap();
     let c = Config::load(Some(&path), &env(&[("API_PORT", "4200")])).unwrap();
     assert_eq!(c.api_key.expose(), "file");
     assert_eq!(c.api_port, 4200);
@@ -956,7 +1098,11 @@ fn load_reads_an_explicit_file_then_applies_env() {
 fn load_uses_the_config_env_var_when_no_file_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("from-env.yaml");
-    std::fs::write(&path, "api_key: via-config-env\n").unwrap();
+    std::fs::write(
+        &path,
+        "api_key: via-config-env\naes_encryption_secret: aes\n",
+    )
+    .unwrap();
     let vars = env(&[("CONFIG", path.to_str().unwrap())]);
     assert_eq!(
         Config::load(None, &vars).unwrap().api_key.expose(),
@@ -964,7 +1110,7 @@ fn load_uses_the_config_env_var_when_no_file_is_given() {
     );
     // --config wins over $CONFIG.
     let other = dir.path().join("flag.yaml");
-    std::fs::write(&other, "api_key: via-flag\n").unwrap();
+    std::fs::write(&other, "api_key: via-flag\naes_encryption_secret: aes\n").unwrap();
     assert_eq!(
         Config::load(Some(&other), &vars).unwrap().api_key.expose(),
         "via-flag"
@@ -1034,7 +1180,7 @@ const DOCS: &str = include_str!("../../docs/configuration.md");
 #[test]
 fn docs_mention_every_env_var() {
     let names = Config::env_var_names();
-    assert_eq!(names.len(), 37, "{names:?}");
+    assert_eq!(names.len(), 43, "{names:?}");
     for name in names {
         assert!(
             DOCS.contains(&format!("`{name}`")),

@@ -18,6 +18,7 @@ pub(super) const MAX_RETRY_DELAY_SECONDS: u64 = 365 * 24 * 3600;
 pub(super) fn problems(c: &Config) -> Vec<ConfigError> {
     let mut p = Problems::default();
     api(c, &mut p);
+    encryption(c, &mut p);
     database(c, &mut p);
     limits(c, &mut p);
     retries(c, &mut p);
@@ -42,6 +43,27 @@ impl Problems {
         self.0.push(ConfigError::invalid(key, env, message));
     }
 
+    /// `value` must lie in `range`.
+    fn within(
+        &mut self,
+        key: &'static str,
+        env: &'static str,
+        value: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) {
+        if !range.contains(&value) {
+            self.push(
+                key,
+                Some(env),
+                format!(
+                    "{value} is out of range; it must be {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
     /// `value` must be at least `min`.
     fn at_least(&mut self, key: &'static str, env: &'static str, value: u64, min: u64) {
         if value < min {
@@ -62,6 +84,58 @@ fn api(c: &Config, p: &mut Problems) {
             "empty; set an admin API key or api_auth_disabled: true (API_AUTH_DISABLED) for local use",
         );
     }
+    // A client deadline past an hour protects nothing, and far-future deadlines overflow.
+    p.within(
+        "api_header_read_timeout_seconds",
+        "API_HEADER_READ_TIMEOUT_SECONDS",
+        c.api_header_read_timeout_seconds,
+        1..=3600,
+    );
+    p.within(
+        "api_body_read_timeout_seconds",
+        "API_BODY_READ_TIMEOUT_SECONDS",
+        c.api_body_read_timeout_seconds,
+        1..=3600,
+    );
+    p.at_least(
+        "api_max_connections",
+        "API_MAX_CONNECTIONS",
+        c.api_max_connections as u64,
+        1,
+    );
+    if let Some(url) = &c.portal.proxy_url {
+        let usable =
+            reqwest::Url::parse(url).is_ok_and(|u| is_http_url(&u) && u.fragment().is_none());
+        if !usable {
+            p.push(
+                "portal.proxy_url",
+                Some("PORTAL_PROXY_URL"),
+                format!(
+                    "{url:?} is not an absolute http:// or https:// URL without a #fragment; \
+                     set the URL the portal is served at, e.g. https://webhooks.example.com"
+                ),
+            );
+        }
+    }
+}
+
+/// Every webhook destination has a signing secret, stored encrypted: without the key the
+/// service could not create one.
+fn encryption(c: &Config, p: &mut Problems) {
+    if c.aes_encryption_secret.is_empty() {
+        p.push(
+            "aes_encryption_secret",
+            Some("AES_ENCRYPTION_SECRET"),
+            "empty; set a long random secret: it encrypts destination credentials (every \
+             webhook's signing secret) at rest. Keep it, and give every replica the same one: \
+             stored credentials cannot be read without it",
+        );
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn is_http_url(url: &reqwest::Url) -> bool {
+    matches!(url.scheme(), "http" | "https") && url.host().is_some()
 }
 
 fn database(c: &Config, p: &mut Problems) {
@@ -192,8 +266,7 @@ fn operator_events(c: &Config, p: &mut Problems) {
     );
     match &events.http.url {
         Some(url) => {
-            let scheme_ok = reqwest::Url::parse(url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            let scheme_ok = reqwest::Url::parse(url).is_ok_and(|u| is_http_url(&u));
             if !scheme_ok {
                 p.push(
                     "operator_events.http.url",

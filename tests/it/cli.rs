@@ -88,11 +88,53 @@ async fn invalid_configuration_lists_every_problem_and_exits_2() {
 }
 
 #[tokio::test]
+async fn serve_refuses_to_start_without_the_encryption_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/jetpost.db", dir.path().display());
+    let out = jetpost(
+        &["serve"],
+        &[
+            ("API_KEY", "k"),
+            ("API_PORT", "0"),
+            ("DATABASE_URL", url.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("aes_encryption_secret (AES_ENCRYPTION_SECRET): empty")
+            && err.contains("encrypts destination credentials"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("jetpost.db").exists(),
+        "refused before touching the store"
+    );
+}
+
+#[tokio::test]
+async fn serve_listens_on_api_host_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/jetpost.db", dir.path().display());
+    // 127.0.0.2 is loopback too, but a socket bound to it does not answer on 127.0.0.1.
+    let serve = crate::support::serve::Serve::start(&[
+        ("API_KEY", "k"),
+        ("API_HOST", "127.0.0.2"),
+        ("DATABASE_URL", url.as_str()),
+    ])
+    .await;
+    let elsewhere = tokio::net::TcpStream::connect(("127.0.0.1", serve.port)).await;
+    assert!(elsewhere.is_err(), "answered on 127.0.0.1 too");
+}
+
+#[tokio::test]
 async fn serve_no_migrate_refuses_a_fresh_store_until_migrate_ran() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/jetpost.db", dir.path().display());
     let env = [
         ("API_KEY", "k"),
+        ("AES_ENCRYPTION_SECRET", "aes"),
         ("API_PORT", "0"),
         ("DATABASE_URL", url.as_str()),
     ];

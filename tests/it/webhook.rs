@@ -23,9 +23,11 @@ const STD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const STD_OLD_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldA==";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// `mode`, with deliveries to the loopback receivers allowed.
 fn config(mode: WebhookMode) -> WebhookConfig {
     WebhookConfig {
         mode,
+        block_private_ips: false,
         ..WebhookConfig::default()
     }
 }

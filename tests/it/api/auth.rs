@@ -319,6 +319,32 @@ async fn bad_credentials_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_follow_rfc_7519_dates_and_any_case_bearer() {
+    let svc = Service::start().await;
+    svc.tenant("t1").await;
+    let now = Utc::now().timestamp();
+    let call = |scheme: &'static str, claims: serde_json::Value| {
+        let Auth::Bearer(token) = sign(claims, JWT_SECRET) else {
+            unreachable!()
+        };
+        svc.client
+            .get(svc.url("/api/v1/tenants/t1"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+    };
+    // A fractional NumericDate, a past `nbf`, the scheme in lower case: all fine.
+    let fine = json!({"iss": "outpost", "sub": "t1", "exp": now as f64 + 3600.5, "nbf": now - 60});
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = call(scheme, fine.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+    // Not valid yet.
+    let early = json!({"iss": "outpost", "sub": "t1", "exp": now + 3600, "nbf": now + 600});
+    let response = call("Bearer", early).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_disabled_makes_everyone_admin() {
     let svc = Service::start_with(crate::support::db::TestDb::sqlite().await, |c| {
         c.api_auth_disabled = true;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod destinations;
+mod edges;
 mod errors;
 mod events;
 mod flow;
@@ -93,6 +94,8 @@ impl Service {
             database_url: DatabaseUrl::new(db.url()),
             ..Config::default()
         };
+        // The receivers tests deliver to are on loopback.
+        config.destinations.webhook.block_private_ips = false;
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -209,3 +209,69 @@ async fn without_a_jwt_secret_no_tokens_are_issued() {
     assert_error(status, &json, StatusCode::BAD_REQUEST);
     assert!(json["message"].as_str().unwrap().contains("API_JWT_SECRET"));
 }
+
+/// The portal link for `t1`, asked with `host` as the `Host` header.
+async fn portal_with_host(svc: &Service, host: &str) -> (StatusCode, serde_json::Value) {
+    let response = crate::support::http_client()
+        .get(svc.url("/api/v1/tenants/t1/portal"))
+        .bearer_auth(super::API_KEY)
+        .header("host", host)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let json = response.json().await.unwrap();
+    crate::support::contract::check("GET", "/api/v1/tenants/t1/portal", status.as_u16(), &json);
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_links_use_the_host_only_when_it_is_a_plain_host() {
+    let svc = Service::start().await;
+    svc.tenant("t1").await;
+    for host in ["jetpost.internal:3333", "10.0.0.5", "[::1]:8080"] {
+        let (status, json) = portal_with_host(&svc, host).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {json}");
+        let url = json["redirect_url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("http://{host}/portal?token=")),
+            "{url}"
+        );
+    }
+    for host in [
+        "evil.example/path?x=",
+        "evil.example?x=",
+        "evil.example#",
+        "user@evil.example",
+        "evil.example:80:80",
+    ] {
+        let (status, json) = portal_with_host(&svc, host).await;
+        assert_error(status, &json, StatusCode::BAD_REQUEST);
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .contains("PORTAL_PROXY_URL"),
+            "{host}: {json}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_links_point_at_the_configured_portal_url() {
+    let svc = Service::start_with(TestDb::sqlite().await, |c| {
+        c.portal.proxy_url = Some("https://webhooks.example.com".into());
+    })
+    .await;
+    svc.tenant("t1").await;
+    for host in ["evil.example/path?x=", "evil.example"] {
+        let (status, json) = portal_with_host(&svc, host).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {json}");
+        let url = json["redirect_url"].as_str().unwrap();
+        assert!(
+            url.starts_with("https://webhooks.example.com/?token="),
+            "{url}"
+        );
+        assert!(url.ends_with("&tenant_id=t1"), "{url}");
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use jetpost::config::Config;
+use jetpost::config::{Config, Secret};
 use jetpost::delivery::{Dispatcher, DispatcherOptions, WebhookProvider};
 use jetpost::event::TopicRules;
 use jetpost::ingest::{Accepted, Ingest, IngestOptions};
@@ -32,13 +32,16 @@ pub const AES: &str = "delivery-test-aes";
 /// Generous: CI has two cores shared with Postgres and the receivers.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The default configuration with a fast retry schedule (1 s, 1 s, 2 s).
+/// The default configuration with a fast retry schedule (1 s, 1 s, 2 s), and deliveries to
+/// private addresses allowed (the receivers are on loopback).
 pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config {
         api_auth_disabled: true,
+        aes_encryption_secret: Secret::new(AES),
         retry_schedule: vec![1, 1, 2],
         ..Config::default()
     };
+    config.destinations.webhook.block_private_ips = false;
     tweak(&mut config);
     config
 }

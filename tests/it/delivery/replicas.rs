@@ -139,6 +139,7 @@ async fn serve(db: &TestDb, dir: &std::path::Path) -> Child {
             "api_port: 0\n\
              api_auth_disabled: true\n\
              aes_encryption_secret: {AES:?}\n\
+             destinations: {{webhook: {{block_private_ips: false}}}}\n\
              database_url: {url:?}\n\
              delivery_timeout_seconds: 2\n\
              delivery_max_concurrency: 4\n\

@@ -10,14 +10,17 @@ use tokio::process::{Child, Command};
 
 pub struct Serve {
     child: Child,
+    /// `API_HOST` when given, else `127.0.0.1` (`serve` listens on every interface).
+    pub host: String,
     pub port: u16,
     /// Everything the process wrote to stderr (its logs) so far.
     logs: Arc<Mutex<String>>,
 }
 
 impl Serve {
-    /// Starts `jetpost serve` with only `env` (plus a free `API_PORT` and `LOG_LEVEL=warn`
-    /// unless given) and waits until `/healthz` answers.
+    /// Starts `jetpost serve` with only `env` (plus, unless given, a free `API_PORT`,
+    /// `LOG_LEVEL=warn`, an `AES_ENCRYPTION_SECRET`, and `DESTINATIONS_WEBHOOK_BLOCK_PRIVATE_IPS`
+    /// off since test receivers are on loopback) and waits until `/healthz` answers.
     pub async fn start(env: &[(&str, &str)]) -> Serve {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_jetpost"));
@@ -26,6 +29,8 @@ impl Serve {
             .env_clear()
             .env("API_PORT", port.to_string())
             .env("LOG_LEVEL", "warn")
+            .env("AES_ENCRYPTION_SECRET", "test-serve-aes-secret")
+            .env("DESTINATIONS_WEBHOOK_BLOCK_PRIVATE_IPS", "false")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -44,7 +49,17 @@ impl Serve {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let serve = Serve { child, port, logs };
+        let host = env
+            .iter()
+            .find(|(name, _)| *name == "API_HOST")
+            .map_or("127.0.0.1", |(_, host)| *host)
+            .to_owned();
+        let serve = Serve {
+            child,
+            host,
+            port,
+            logs,
+        };
         serve.wait_healthy().await;
         serve
     }
@@ -54,14 +69,14 @@ impl Serve {
         self.logs.lock().unwrap().clone()
     }
 
-    /// `http://127.0.0.1:<port>` + `path`.
+    /// `http://<host>:<port>` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
 
     pub async fn wait_healthy(&self) {
         let client = crate::support::http_client();
-        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        let url = self.url("/healthz");
         for _ in 0..300 {
             if client
                 .get(&url)
