@@ -98,8 +98,8 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<Vec<DestinationView>>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
-    let kinds = params.array("type");
-    let topics = params.array("topics");
+    let kinds = params.array("type")?;
+    let topics = params.array("topics")?;
     let now = Utc::now();
     let destinations = ctx
         .state
