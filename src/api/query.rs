@@ -23,7 +23,7 @@ pub const MAX_LOG_PAGE: u32 = 1000;
 /// holds: a page ends early, with a `next` cursor, rather than pass it (its first item is always
 /// shown). Events may hold up to a megabyte of data each, so `limit` alone would allow a
 /// gigabyte.
-pub const MAX_PAGE_PAYLOAD_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_PAGE_PAYLOAD_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The decoded query string, in order.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@ mod events;
 mod flow;
 mod metrics;
 mod nats;
-mod stored_data;
+pub mod stored_data;
 mod tenants;
 
 use std::time::Duration;
