@@ -110,13 +110,27 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
         } else {
             None
         };
-        out.push(AttemptView {
+        out.push(AttemptView::of(
+            a,
+            include.response_data,
+            event,
+            destination,
+        ));
+    }
+    Ok(out)
+}
+
+impl AttemptView {
+    /// The view of an attempt with what was included of it.
+    pub(crate) fn of(
+        a: Attempt,
+        with_response_data: bool,
+        event: Option<EventView>,
+        destination: Option<DestinationView>,
+    ) -> AttemptView {
+        AttemptView {
             status: a.status.as_str(),
-            response_data: if include.response_data {
-                a.response_data
-            } else {
-                None
-            },
+            response_data: a.response_data.filter(|_| with_response_data),
             id: a.id,
             tenant_id: a.tenant_id,
             time: a.time,
@@ -128,9 +142,8 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
             destination_id: a.destination_id,
             event,
             destination,
-        });
+        }
     }
-    Ok(out)
 }
 
 fn status(params: &Params) -> ApiResult<Option<AttemptStatus>> {

@@ -27,9 +27,9 @@ use crate::store::{
 /// memory within a few (see docs/api.md).
 pub const ROW_LIMIT: u32 = 10_000;
 
-const EVENT_MEASURES: &[&str] = &["count", "rate"];
-const EVENT_DIMENSIONS: &[&str] = &["tenant_id", "topic", "destination_id"];
-const ATTEMPT_MEASURES: &[&str] = &[
+pub(crate) const EVENT_MEASURES: &[&str] = &["count", "rate"];
+pub(crate) const EVENT_DIMENSIONS: &[&str] = &["tenant_id", "topic", "destination_id"];
+pub(crate) const ATTEMPT_MEASURES: &[&str] = &[
     "count",
     "successful_count",
     "failed_count",
@@ -42,7 +42,7 @@ const ATTEMPT_MEASURES: &[&str] = &[
     "successful_rate",
     "failed_rate",
 ];
-const ATTEMPT_DIMENSIONS: &[&str] = &[
+pub(crate) const ATTEMPT_DIMENSIONS: &[&str] = &[
     "tenant_id",
     "destination_id",
     "destination_type",
@@ -54,7 +54,7 @@ const ATTEMPT_DIMENSIONS: &[&str] = &[
 ];
 
 /// The parts every metrics query shares.
-struct Common {
+pub(crate) struct Common {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     granularity: Option<(Granularity, String)>,
@@ -63,7 +63,7 @@ struct Common {
     tenant_ids: Vec<String>,
 }
 
-fn parse_common(
+pub(crate) fn parse_common(
     caller: &Caller,
     params: &Params,
     measures_allowed: &[&str],

@@ -10,6 +10,8 @@ mod destination_types;
 mod destinations;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 mod metrics;
 mod nats;

@@ -3,7 +3,7 @@
 //! next event is routed with it. Responses are Outpost's destination shape, `disabled_at: null`
 //! and `credentials` included.
 
-mod input;
+pub(super) mod input;
 pub mod webhook;
 
 use std::collections::BTreeMap;
