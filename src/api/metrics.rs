@@ -3,7 +3,9 @@
 //! `measures` (required), `dimensions` and `filters[<dimension>]`. Counts come from the store;
 //! rates and averages are derived here, and with a granularity every bucket of the range is
 //! present (zeros where nothing happened), per dimension combination. A tenant token is
-//! limited to its tenant and may not group by tenant. Malformed queries are 400 (Outpost).
+//! limited to its tenant and may not group by tenant. Malformed queries are 400 (Outpost), and
+//! so is a range of more than `ROW_LIMIT` buckets, counted before anything is queried or built;
+//! answers are written straight from typed rows, at most `ROW_LIMIT` of them.
 
 use std::time::Instant;
 
