@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::auth::{Caller, check_caller, log_tenants, path_tenant};
 use super::destinations::DestinationView;
@@ -17,7 +17,7 @@ use super::destinations::webhook;
 use super::error::{ApiError, ApiResult};
 use super::events::EventView;
 use super::path::P;
-use super::query::Params;
+use super::query::{PageOf, Params};
 use super::{Ctx, CtxState};
 use crate::store::{Attempt, AttemptFilter, AttemptStatus};
 
@@ -31,9 +31,9 @@ struct Include {
 }
 
 impl Include {
-    fn of(params: &Params) -> Include {
+    fn of(params: &Params) -> ApiResult<Include> {
         let mut include = Include::default();
-        for item in params.array("include") {
+        for item in params.array("include")? {
             match item.as_str() {
                 "event" => include.event = true,
                 "event.data" => {
@@ -45,13 +45,13 @@ impl Include {
                 _ => {}
             }
         }
-        include
+        Ok(include)
     }
 }
 
-/// Outpost's `Attempt`.
+/// Outpost's `Attempt`, serialized straight to the response (the event's `data` stays raw).
 #[derive(Debug, Serialize)]
-struct AttemptView {
+pub struct AttemptView {
     id: String,
     tenant_id: String,
     status: &'static str,
@@ -72,7 +72,8 @@ struct AttemptView {
     destination: Option<DestinationView>,
 }
 
-/// Turns attempts into views, fetching each distinct event and destination once.
+/// Turns attempts into views, fetching each distinct event and destination once (an event's
+/// data is held once, however many attempts show it).
 async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult<Vec<AttemptView>> {
     let store = &ctx.state.store;
     let now = Utc::now();
@@ -84,12 +85,14 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
             let key = (a.tenant_id.clone(), a.event_id.clone());
             if !events.contains_key(&key) {
                 let found = store.get_event(&a.tenant_id, &a.event_id).await?;
-                events.insert(key.clone(), found);
+                let view = found
+                    .map(|e| EventView::of(e, include.event_data))
+                    .transpose()?;
+                events.insert(key.clone(), view);
             }
             events[&key]
-                .clone()
-                .map(|e| EventView::for_attempt(e, include.event_data, &a.destination_id))
-                .transpose()?
+                .as_ref()
+                .map(|e| e.for_attempt(&a.destination_id))
         } else {
             None
         };
@@ -107,13 +110,27 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
         } else {
             None
         };
-        out.push(AttemptView {
+        out.push(AttemptView::of(
+            a,
+            include.response_data,
+            event,
+            destination,
+        ));
+    }
+    Ok(out)
+}
+
+impl AttemptView {
+    /// The view of an attempt with what was included of it.
+    pub(crate) fn of(
+        a: Attempt,
+        with_response_data: bool,
+        event: Option<EventView>,
+        destination: Option<DestinationView>,
+    ) -> AttemptView {
+        AttemptView {
             status: a.status.as_str(),
-            response_data: if include.response_data {
-                a.response_data
-            } else {
-                None
-            },
+            response_data: a.response_data.filter(|_| with_response_data),
             id: a.id,
             tenant_id: a.tenant_id,
             time: a.time,
@@ -125,9 +142,8 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
             destination_id: a.destination_id,
             event,
             destination,
-        });
+        }
     }
-    Ok(out)
 }
 
 fn status(params: &Params) -> ApiResult<Option<AttemptStatus>> {
@@ -144,29 +160,39 @@ async fn listing(
     params: &Params,
     tenant_ids: Vec<String>,
     destination_ids: Vec<String>,
-) -> ApiResult<Json<Value>> {
-    let (page, pagination) = params.log_page()?;
+) -> ApiResult<Json<PageOf<AttemptView>>> {
+    let (mut page, pagination) = params.log_page()?;
+    let include = Include::of(params)?;
+    // The events' data is loaded below for the attempts the page keeps: the page's byte
+    // budget counts it, so the store ends the page before it would pass the budget.
+    if let Some(budget) = &mut page.budget {
+        budget.event_data = include.event_data;
+    }
     let filter = AttemptFilter {
         tenant_ids,
-        event_ids: params.array("event_id"),
+        event_ids: params.array("event_id")?,
         destination_ids,
-        destination_kinds: params.array("destination_type"),
+        destination_kinds: params.array("destination_type")?,
         status: status(params)?,
-        topics: params.array("topic"),
+        topics: params.array("topic")?,
         time: params.time_range("time")?,
     };
     let found = ctx.state.store.list_attempts(&filter, &page).await?;
-    let models = views(ctx, found.models, Include::of(params)).await?;
-    Ok(Json(json!({
-        "models": models,
-        "pagination": pagination.with_cursors(found.next, found.prev),
-    })))
+    let models = views(ctx, found.models, include).await?;
+    Ok(Json(PageOf::new(
+        models,
+        pagination.with_cursors(found.next, found.prev),
+    )))
 }
 
-pub async fn list(State(ctx): CtxState, caller: Caller, params: Params) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(ctx): CtxState,
+    caller: Caller,
+    params: Params,
+) -> ApiResult<Json<PageOf<AttemptView>>> {
     check_caller(&ctx, &caller).await?;
-    let tenant_ids = log_tenants(&caller, params.array("tenant_id"))?;
-    let destination_ids = params.array("destination_id");
+    let tenant_ids = log_tenants(&caller, params.array("tenant_id")?)?;
+    let destination_ids = params.array("destination_id")?;
     listing(&ctx, &params, tenant_ids, destination_ids).await
 }
 
@@ -175,7 +201,7 @@ pub async fn list_for_destination(
     caller: Caller,
     P((tenant_id, destination_id)): P<(String, String)>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PageOf<AttemptView>>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
     listing(&ctx, &params, vec![tenant.id], vec![destination_id]).await
 }
@@ -185,7 +211,7 @@ async fn one(
     tenant_id: Option<&str>,
     attempt_id: &str,
     params: &Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AttemptView>> {
     let attempt = ctx
         .state
         .store
@@ -195,14 +221,12 @@ async fn one(
     one_view(ctx, attempt, params).await
 }
 
-async fn one_view(ctx: &Ctx, attempt: Attempt, params: &Params) -> ApiResult<Json<Value>> {
-    let view = views(ctx, vec![attempt], Include::of(params))
+async fn one_view(ctx: &Ctx, attempt: Attempt, params: &Params) -> ApiResult<Json<AttemptView>> {
+    let view = views(ctx, vec![attempt], Include::of(params)?)
         .await?
         .pop()
         .ok_or_else(ApiError::internal)?;
-    Ok(Json(
-        serde_json::to_value(view).map_err(|_| ApiError::internal())?,
-    ))
+    Ok(Json(view))
 }
 
 pub async fn get(
@@ -210,7 +234,7 @@ pub async fn get(
     caller: Caller,
     P(attempt_id): P<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AttemptView>> {
     check_caller(&ctx, &caller).await?;
     let tenant = caller.tenant_id().or(params.get("tenant_id"));
     one(&ctx, tenant, &attempt_id, &params).await
@@ -221,7 +245,7 @@ pub async fn get_for_destination(
     caller: Caller,
     P((tenant_id, destination_id, attempt_id)): P<(String, String, String)>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AttemptView>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
     let attempt = ctx
         .state

@@ -128,6 +128,18 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A handler that panicked answers 500 in the one error shape, for that request only; the
+/// panic is logged (the connection and the process carry on).
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    error!("API handler panicked: {message}");
+    ApiError::internal().into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +164,38 @@ mod tests {
         assert!(!e.message.contains("SELECT"));
         let e: ApiError = StoreError::Invalid("bad cursor".into()).into();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape() {
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("handler bug");
+                    }
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for _ in 0..2 {
+            // Twice: the server carries on after a panic.
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(b"GET /boom HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            assert!(response.starts_with("HTTP/1.1 500"), "{response}");
+            let body: Value =
+                serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            assert_eq!(body["status"], 500);
+            assert!(body["message"].as_str().unwrap().contains("internal"));
+        }
     }
 }

@@ -10,6 +10,8 @@ mod destination_types;
 mod destinations;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 mod metrics;
 mod nats;
@@ -135,6 +137,9 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panicked,
+        ))
         .with_state(ctx)
 }
 

@@ -1,7 +1,8 @@
 //! Query strings as Outpost reads them: arrays in its three spellings (`a=x&a=y`, `a[]=x`,
 //! `a[0]=x&a[1]=y`), time filters (`time[gte]=…`, RFC 3339 or `YYYY-MM-DD`), and cursor
 //! pagination (`limit`, `dir`, `order_by`, `next`/`prev`) with the `pagination` object that
-//! list responses carry.
+//! list responses carry. Every size a query asks for (values per array, page size) is checked
+//! here, before anything is loaded, and refused with a 400 that states the limit.
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -9,7 +10,20 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
-use crate::store::{PageRequest, SortDir, TimeRange};
+use crate::store::{ByteBudget, PageRequest, SortDir, TimeRange};
+
+/// Most values one array parameter may carry (`tenant_id=a&tenant_id=b&…`); each becomes a
+/// bound SQL parameter, so thousands would cost the store more than any real filter needs.
+pub const MAX_ARRAY_VALUES: usize = 100;
+
+/// Most items one page of a log (events, attempts) holds, as Outpost documents.
+pub const MAX_LOG_PAGE: u32 = 1000;
+
+/// Most bytes of stored payloads (event `data`, attempts' `response_data`) one page of a log
+/// holds: a page ends early, with a `next` cursor, rather than pass it (its first item is always
+/// shown). Events may hold up to a megabyte of data each, so `limit` alone would allow a
+/// gigabyte.
+pub const MAX_PAGE_PAYLOAD_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The decoded query string, in order.
 #[derive(Debug, Clone, Default)]
@@ -40,8 +54,9 @@ impl Params {
     }
 
     /// An array parameter: indexed brackets (ordered by index) win over empty brackets, which
-    /// win over repeated plain keys, as in Outpost. Empty values are dropped.
-    pub fn array(&self, name: &str) -> Vec<String> {
+    /// win over repeated plain keys, as in Outpost. Empty values are dropped. More than
+    /// [`MAX_ARRAY_VALUES`] values is a 400.
+    pub fn array(&self, name: &str) -> ApiResult<Vec<String>> {
         let mut indexed: Vec<(u64, &str)> = Vec::new();
         let mut bracketed: Vec<&str> = Vec::new();
         let mut plain: Vec<&str> = Vec::new();
@@ -66,6 +81,16 @@ impl Params {
                 indexed.push((index, value));
             }
         }
+        let count = [indexed.len(), bracketed.len(), plain.len()]
+            .into_iter()
+            .find(|n| *n > 0)
+            .unwrap_or(0);
+        if count > MAX_ARRAY_VALUES {
+            return Err(ApiError::bad_request(format!(
+                "too many values for {name}: {count} given, at most {MAX_ARRAY_VALUES} are \
+                 allowed; split the request"
+            )));
+        }
         let chosen: Vec<&str> = if !indexed.is_empty() {
             indexed.sort_by_key(|(i, _)| *i);
             indexed.into_iter().map(|(_, v)| v).collect()
@@ -74,7 +99,7 @@ impl Params {
         } else {
             plain
         };
-        chosen.into_iter().map(str::to_owned).collect()
+        Ok(chosen.into_iter().map(str::to_owned).collect())
     }
 
     /// `field[gte]`, `field[gt]`, `field[lte]`, `field[lt]`.
@@ -127,39 +152,43 @@ impl Params {
         Ok((next, prev))
     }
 
-    /// A page of a time-ordered log (events, attempts): `limit` defaults to 100, values past
-    /// 1000 are capped and unreadable ones ignored (as Outpost); `order_by` must be `time`.
+    /// A page of a time-ordered log (events, attempts): `limit` 1..=1000 (400 otherwise;
+    /// Outpost caps larger values silently), default 100; `order_by` must be `time`.
     pub fn log_page(&self) -> ApiResult<(PageRequest, Pagination)> {
         if let Some(order_by) = self.get("order_by")
             && order_by != "time"
         {
             return Err(ApiError::query("order_by", "must be one of: [time]"));
         }
-        let limit = self
-            .get("limit")
-            .and_then(|l| l.parse::<i64>().ok())
-            .filter(|l| *l > 0)
-            .map_or(100, |l| l.min(1000) as u32);
-        self.page("time", limit)
+        let limit = self.limit(100, MAX_LOG_PAGE)?;
+        let (mut page, pagination) = self.page("time", limit)?;
+        page.budget = Some(ByteBudget {
+            max_bytes: MAX_PAGE_PAYLOAD_BYTES,
+            event_data: false,
+        });
+        Ok((page, pagination))
     }
 
     /// A page of tenants: `limit` 1..=100 (400 otherwise), default 20.
     pub fn tenant_page(&self) -> ApiResult<(PageRequest, Pagination)> {
-        let limit = match self.get("limit") {
-            None => 20,
-            Some(l) => match l.parse::<i64>() {
-                Ok(l) if (1..=100).contains(&l) => l as u32,
-                Ok(_) => {
-                    return Err(ApiError::bad_request(
-                        "invalid limit: must be between 1 and 100",
-                    ));
-                }
-                Err(_) => {
-                    return Err(ApiError::bad_request("invalid limit: must be an integer"));
-                }
-            },
-        };
+        let limit = self.limit(20, 100)?;
         self.page("created_at", limit)
+    }
+
+    /// `limit`: `default` when absent, 400 unless a whole number in `1..=max`.
+    fn limit(&self, default: u32, max: u32) -> ApiResult<u32> {
+        let Some(raw) = self.get("limit") else {
+            return Ok(default);
+        };
+        match raw.parse::<i64>() {
+            Ok(l) if (1..=i64::from(max)).contains(&l) => Ok(l as u32),
+            Ok(_) => Err(ApiError::bad_request(format!(
+                "invalid limit: must be between 1 and {max}"
+            ))),
+            Err(_) => Err(ApiError::bad_request(format!(
+                "invalid limit: must be an integer between 1 and {max}"
+            ))),
+        }
     }
 
     fn page(&self, order_by: &'static str, limit: u32) -> ApiResult<(PageRequest, Pagination)> {
@@ -171,6 +200,7 @@ impl Params {
                 limit,
                 next,
                 prev,
+                ..PageRequest::default()
             },
             Pagination {
                 order_by,
@@ -183,6 +213,26 @@ impl Params {
                 prev: None,
             },
         ))
+    }
+}
+
+/// A list response: the page's items and its `pagination` (and, for tenants, the `count`),
+/// serialized straight from typed views so stored bytes (raw event `data`) go out as stored.
+#[derive(Debug, Serialize)]
+pub struct PageOf<T> {
+    pub models: Vec<T>,
+    pub pagination: Pagination,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl<T> PageOf<T> {
+    pub fn new(models: Vec<T>, pagination: Pagination) -> PageOf<T> {
+        PageOf {
+            models,
+            pagination,
+            count: None,
+        }
     }
 }
 
@@ -237,24 +287,49 @@ mod tests {
 
     #[test]
     fn arrays_in_outposts_three_spellings() {
+        let array = |pairs: &[(&str, &str)], name: &str| params(pairs).array(name).unwrap();
         assert_eq!(
-            params(&[("topic", "a"), ("topic", "b")]).array("topic"),
-            vec!["a", "b"]
+            array(&[("topic", "a"), ("topic", "b")], "topic"),
+            ["a", "b"]
         );
         assert_eq!(
-            params(&[("topic[]", "a"), ("topic[]", "b")]).array("topic"),
-            vec!["a", "b"]
+            array(&[("topic[]", "a"), ("topic[]", "b")], "topic"),
+            ["a", "b"]
         );
         assert_eq!(
-            params(&[("topic[1]", "b"), ("topic[0]", "a")]).array("topic"),
-            vec!["a", "b"]
+            array(&[("topic[1]", "b"), ("topic[0]", "a")], "topic"),
+            ["a", "b"]
         );
         assert_eq!(
-            params(&[("filters[topic][0]", "x")]).array("filters[topic]"),
-            vec!["x"]
+            array(&[("filters[topic][0]", "x")], "filters[topic]"),
+            ["x"]
         );
-        assert!(params(&[("topics", "a")]).array("topic").is_empty());
-        assert!(params(&[("topic", "")]).array("topic").is_empty());
+        assert!(array(&[("topics", "a")], "topic").is_empty());
+        assert!(array(&[("topic", "")], "topic").is_empty());
+    }
+
+    #[test]
+    fn arrays_are_capped_in_every_spelling() {
+        let many = |key: &dyn Fn(usize) -> String, n: usize| {
+            Params((0..n).map(|i| (key(i), format!("v{i}"))).collect())
+        };
+        let spellings: [&dyn Fn(usize) -> String; 3] = [
+            &|_| "tenant_id".to_owned(),
+            &|_| "tenant_id[]".to_owned(),
+            &|i| format!("tenant_id[{i}]"),
+        ];
+        for key in spellings {
+            assert_eq!(
+                many(key, MAX_ARRAY_VALUES)
+                    .array("tenant_id")
+                    .unwrap()
+                    .len(),
+                MAX_ARRAY_VALUES
+            );
+            let err = many(key, 5000).array("tenant_id").unwrap_err();
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(err.message.contains("at most 100"), "{}", err.message);
+        }
     }
 
     #[test]
@@ -279,10 +354,15 @@ mod tests {
             (page.limit, page.dir, info.dir),
             (100, SortDir::Desc, "desc")
         );
-        let (page, _) = params(&[("limit", "5000"), ("dir", "asc")])
+        let (page, _) = params(&[("limit", "1000"), ("dir", "asc")])
             .log_page()
             .unwrap();
         assert_eq!((page.limit, page.dir), (1000, SortDir::Asc));
+        for bad in ["1001", "0", "-1", "many", "99999999999999999999"] {
+            let err = params(&[("limit", bad)]).log_page().unwrap_err();
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+            assert!(err.message.contains("1000"), "{}", err.message);
+        }
         assert_eq!(
             params(&[("dir", "up")]).log_page().unwrap_err().status,
             axum::http::StatusCode::UNPROCESSABLE_ENTITY

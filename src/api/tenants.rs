@@ -13,7 +13,7 @@ use super::auth::{Caller, check_caller, path_tenant};
 use super::body::{Body, Fields, present};
 use super::error::{ApiError, ApiResult};
 use super::path::P;
-use super::query::Params;
+use super::query::{PageOf, Pagination, Params};
 use super::{Ctx, CtxState};
 use crate::event::check_id;
 use crate::store::{Destination, Metadata, Tenant, TenantFilter};
@@ -67,18 +67,24 @@ pub async fn list(
     axum::extract::State(ctx): CtxState,
     caller: Caller,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PageOf<TenantView>>> {
     if let Caller::Tenant(own) = &caller {
         let tenant = path_tenant(&ctx, &caller, own).await?;
-        return Ok(Json(json!({
-            "models": [view(&ctx, tenant).await?],
-            "pagination": {"order_by": "created_at", "dir": "desc", "limit": 1, "next": null, "prev": null},
-            "count": 1,
-        })));
+        return Ok(Json(PageOf {
+            models: vec![view(&ctx, tenant).await?],
+            pagination: Pagination {
+                order_by: "created_at",
+                dir: "desc",
+                limit: 1,
+                next: None,
+                prev: None,
+            },
+            count: Some(1),
+        }));
     }
     let (page, pagination) = params.tenant_page()?;
     let filter = TenantFilter {
-        ids: params.array("id"),
+        ids: params.array("id")?,
     };
     let found = ctx.state.store.list_tenants(&filter, &page).await?;
     let count = ctx.state.store.count_tenants().await?;
@@ -86,11 +92,11 @@ pub async fn list(
     for tenant in found.models {
         models.push(view(&ctx, tenant).await?);
     }
-    Ok(Json(json!({
-        "models": models,
-        "pagination": pagination.with_cursors(found.next, found.prev),
-        "count": count,
-    })))
+    Ok(Json(PageOf {
+        models,
+        pagination: pagination.with_cursors(found.next, found.prev),
+        count: Some(count),
+    }))
 }
 
 pub async fn upsert(

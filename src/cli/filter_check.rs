@@ -27,3 +27,25 @@ fn parse_event(event: &str) -> Result<Event, Failure> {
     Event::parse(&with_tenant)
         .map_err(|err| Failure::Usage(format!("--event is not a valid event: {err}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_with_numbers_beyond_f64_are_checked_on_their_other_fields() {
+        let event = r#"{"topic":"t","data":{"a":1e400,"b":1}}"#;
+        assert_eq!(
+            run(r#"{"data":{"b":1}}"#, event).unwrap(),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            run(r#"{"data":{"a":{"$gt":1e308}}}"#, event).unwrap(),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            run(r#"{"data":{"b":2}}"#, event).unwrap(),
+            ExitCode::from(1)
+        );
+    }
+}

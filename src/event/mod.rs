@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::value::RawValue;
 
-pub use filter::{Filter, FilterError, MAX_FILTER_BYTES};
+pub use filter::{Document, Filter, FilterError, MAX_FILTER_BYTES};
 pub use id::{derive_event_id, new_event_id};
 pub use ident::{
     IdentError, MAX_ID_CHARS, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_CHARS,
@@ -57,22 +57,35 @@ impl Event {
     /// `{id, topic, time, metadata, data}` with `time` in RFC 3339 seconds and absent strings
     /// as `""`.
     ///
-    /// `time` falls back to now when unset (ingest normally sets it first). `data` that cannot
-    /// be decoded into a value (not possible after [`Event::parse`]) reads as `{}`, as in
-    /// Outpost, so such an event matches only filters that ask nothing of `data`.
-    pub fn filter_input(&self) -> serde_json::Value {
+    /// `time` falls back to now when unset (ingest normally sets it first). `data` is decoded
+    /// as a [`Document`], which reads every JSON text [`Event::parse`] accepts (numbers beyond
+    /// f64 as ±infinity, lone surrogates as U+FFFD); text that is not a JSON object (not
+    /// possible after `parse`) reads as `{}`, as in Outpost, so such an event matches only
+    /// filters that ask nothing of `data`.
+    pub fn filter_input(&self) -> Document {
         let time = self.time.unwrap_or_else(Utc::now);
-        let data = serde_json::from_str::<serde_json::Value>(self.data.get())
-            .ok()
-            .filter(serde_json::Value::is_object)
-            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
-        serde_json::json!({
-            "id": self.id.as_deref().unwrap_or(""),
-            "topic": self.topic.as_deref().unwrap_or(""),
-            "time": time.to_rfc3339_opts(SecondsFormat::Secs, true),
-            "metadata": self.metadata,
-            "data": data,
-        })
+        let data = Document::parse(self.data.get())
+            .filter(|d| matches!(d, Document::Object(_)))
+            .unwrap_or_else(|| Document::Object(BTreeMap::new()));
+        let text = |s: Option<&str>| Document::String(s.unwrap_or("").to_owned());
+        Document::Object(BTreeMap::from([
+            ("id".to_owned(), text(self.id.as_deref())),
+            ("topic".to_owned(), text(self.topic.as_deref())),
+            (
+                "time".to_owned(),
+                Document::String(time.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            ),
+            (
+                "metadata".to_owned(),
+                Document::Object(
+                    self.metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Document::String(v.clone())))
+                        .collect(),
+                ),
+            ),
+            ("data".to_owned(), data),
+        ]))
     }
 }
 
@@ -90,13 +103,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             event.filter_input(),
-            json!({
+            Document::from(&json!({
                 "id": "e1",
                 "topic": "order.paid",
                 "time": "2024-01-15T08:30:00Z",
                 "metadata": {"region": "eu"},
                 "data": {"amount": 12345678901234567890u64, "n": {"x": [1, "a"]}},
-            })
+            }))
         );
     }
 
@@ -106,7 +119,9 @@ mod tests {
         event.time = Some("2024-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(
             event.filter_input(),
-            json!({"id": "", "topic": "", "time": "2024-01-01T00:00:00Z", "metadata": {}, "data": {}})
+            Document::from(
+                &json!({"id": "", "topic": "", "time": "2024-01-01T00:00:00Z", "metadata": {}, "data": {}})
+            )
         );
     }
 
@@ -114,14 +129,20 @@ mod tests {
     fn filter_input_without_time_uses_now() {
         let event = Event::parse(br#"{"tenant_id":"t","data":{}}"#).unwrap();
         let input = event.filter_input();
-        let time = input["time"].as_str().unwrap();
+        let Some(Document::String(time)) = input.get("time") else {
+            panic!("no time in {input:?}");
+        };
         assert!(DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
     }
 
     #[test]
-    fn filter_input_reads_undecodable_data_as_empty_object() {
-        let mut event = Event::parse(br#"{"tenant_id":"t","data":{}}"#).unwrap();
-        event.data = RawValue::from_string(r#"{"a":"\ud800"}"#.to_owned()).unwrap();
-        assert_eq!(event.filter_input()["data"], json!({}));
+    fn filter_input_reads_data_serde_json_values_cannot_hold() {
+        let event =
+            Event::parse(br#"{"tenant_id":"t","data":{"a":"\ud800","n":1e400,"b":1}}"#).unwrap();
+        let input = event.filter_input();
+        let data = input.get("data").unwrap();
+        assert_eq!(data.get("a"), Some(&Document::String("\u{fffd}".into())));
+        assert_eq!(data.get("n"), Some(&Document::Number(f64::INFINITY)));
+        assert_eq!(data.get("b"), Some(&Document::Number(1.0)));
     }
 }

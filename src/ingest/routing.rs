@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use tracing::warn;
 
-use crate::event::{Event, Filter, topics_match};
+use crate::event::{Document, Event, Filter, topics_match};
 use crate::store::{Destination, Store, StoreError};
 
 /// One enabled destination as routing sees it (kept whole, credentials opened, so a delivery
@@ -21,7 +21,7 @@ pub struct Route {
 }
 
 impl Route {
-    fn accepts(&self, event: &Event, filter_input: &serde_json::Value) -> bool {
+    fn accepts(&self, event: &Event, filter_input: &Document) -> bool {
         topics_match(&self.destination.topics, event.topic.as_deref())
             && self.filter.as_ref().is_none_or(|f| f.matches(filter_input))
     }

@@ -38,7 +38,7 @@ pub use self::model::{
     DestinationFilter, DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata,
     NewAttempt, NewDestination, NewEvent, NewLease, Tenant, TenantFilter, TimeRange, Upserted,
 };
-pub use self::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
+pub use self::page::{ByteBudget, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
 /// Where the store lives when `database_url` is not configured.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/jetpost.db";

@@ -1,6 +1,8 @@
 //! Outpost-style cursor pagination: a page request (`dir`, `limit`, `next`/`prev`), the page it
 //! yields, and the opaque cursor: URL-safe base64 of `<unix micros>:<tie-break key>`, the
-//! position of the first or last item shown.
+//! position of the first or last item shown. A page may also carry a byte budget for the
+//! stored payloads it loads (event `data`, attempts' `response_data`): the page then ends early,
+//! with a `next` cursor, so that no page holds more than the budget (plus one row).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,6 +29,18 @@ pub struct PageRequest {
     pub limit: u32,
     pub next: Option<String>,
     pub prev: Option<String>,
+    /// Bounds the bytes of stored payloads the page loads; `None`: only `limit` bounds it.
+    pub budget: Option<ByteBudget>,
+}
+
+/// The most bytes of stored payloads one page loads. Sizes are read first (without the
+/// payloads), and the page ends before the row that would pass `max_bytes`; its first row is
+/// always kept, so every row can be listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteBudget {
+    pub max_bytes: u64,
+    /// Attempt lists: also count each distinct event's `data`, which the caller will load.
+    pub event_data: bool,
 }
 
 impl Default for PageRequest {
@@ -36,6 +50,7 @@ impl Default for PageRequest {
             limit: DEFAULT_PAGE_LIMIT,
             next: None,
             prev: None,
+            budget: None,
         }
     }
 }
@@ -91,12 +106,14 @@ pub(crate) struct PagePlan {
     pub from: Option<Cursor>,
     /// Reading backwards (`prev`): rows come in reverse and are flipped before returning.
     pub backwards: bool,
+    pub budget: Option<ByteBudget>,
 }
 
 impl PagePlan {
     pub fn new(req: &PageRequest) -> Result<PagePlan> {
         let limit = req.limit.clamp(1, MAX_PAGE_LIMIT);
         let desc = req.dir == SortDir::Desc;
+        let budget = req.budget;
         match (&req.next, &req.prev) {
             (Some(_), Some(_)) => Err(StoreError::Invalid(
                 "pass either next or prev, not both".to_string(),
@@ -106,18 +123,21 @@ impl PagePlan {
                 scan_desc: desc,
                 from: Some(Cursor::decode(next)?),
                 backwards: false,
+                budget,
             }),
             (None, Some(prev)) => Ok(PagePlan {
                 limit,
                 scan_desc: !desc,
                 from: Some(Cursor::decode(prev)?),
                 backwards: true,
+                budget,
             }),
             (None, None) => Ok(PagePlan {
                 limit,
                 scan_desc: desc,
                 from: None,
                 backwards: false,
+                budget,
             }),
         }
     }
@@ -127,10 +147,36 @@ impl PagePlan {
         i64::from(self.limit) + 1
     }
 
+    /// How many of the fetched rows (scan order, with their payload sizes) the page keeps: at
+    /// most `limit`, and within the budget, if any (at least one).
+    pub fn keep(&self, sizes: impl IntoIterator<Item = u64>) -> usize {
+        let mut total = 0u64;
+        let mut kept = 0;
+        for size in sizes.into_iter().take(self.limit as usize) {
+            total = total.saturating_add(size);
+            if kept > 0 && self.budget.is_some_and(|b| total > b.max_bytes) {
+                break;
+            }
+            kept += 1;
+        }
+        kept
+    }
+
     /// Turns the fetched rows (in scan order) into a page with its cursors.
     pub fn finish<T>(&self, mut rows: Vec<T>, position: impl Fn(&T) -> Cursor) -> Page<T> {
         let more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
+        self.finish_kept(rows, more, position)
+    }
+
+    /// `finish` for rows already cut to what the page keeps; `more` when rows were left out
+    /// beyond them.
+    pub fn finish_kept<T>(
+        &self,
+        mut rows: Vec<T>,
+        more: bool,
+        position: impl Fn(&T) -> Cursor,
+    ) -> Page<T> {
         if self.backwards {
             rows.reverse();
         }
@@ -155,6 +201,27 @@ impl PagePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_ends_the_page_early_but_keeps_one_row() {
+        let plan = |max_bytes: Option<u64>| {
+            PagePlan::new(&PageRequest {
+                limit: 3,
+                budget: max_bytes.map(|max_bytes| ByteBudget {
+                    max_bytes,
+                    event_data: false,
+                }),
+                ..PageRequest::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(plan(None).keep([10, 10, 10, 10]), 3);
+        assert_eq!(plan(Some(25)).keep([10, 10, 10, 10]), 2);
+        assert_eq!(plan(Some(30)).keep([10, 10, 10, 10]), 3);
+        assert_eq!(plan(Some(5)).keep([10, 10]), 1);
+        assert_eq!(plan(Some(5)).keep([]), 0);
+        assert_eq!(plan(Some(u64::MAX - 1)).keep([u64::MAX - 1, 1]), 1);
+    }
 
     #[test]
     fn cursor_round_trips_keys_with_colons() {
@@ -199,6 +266,7 @@ mod tests {
             limit: 2,
             next: None,
             prev: Some(c.encode()),
+            budget: None,
         };
         let plan = PagePlan::new(&req).unwrap();
         assert!(!plan.scan_desc && plan.backwards);

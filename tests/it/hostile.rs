@@ -68,6 +68,10 @@ async fn hostile_payloads_get_their_documented_outcome() {
             br#"{"id":"nested-tenant","data":{"tenant_id":"victim"}}"#.to_vec(),
         ),
         ("big", big.into_bytes()),
+        (
+            "beyond-f64",
+            br#"{"id":"beyond-f64","data":{"a":1e400,"s":"\ud800","b":1}}"#.to_vec(),
+        ),
     ];
     for body in &rejected {
         js.publish("events.hostile", body.clone().into())
@@ -118,6 +122,15 @@ async fn hostile_payloads_get_their_documented_outcome() {
     assert_eq!(
         nested.data, r#"{"tenant_id":"victim"}"#,
         "data is the customer's, kept as is"
+    );
+    let beyond = store
+        .get_event("acme", "beyond-f64")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        beyond.data, r#"{"a":1e400,"s":"\ud800","b":1}"#,
+        "data serde_json values cannot hold is kept as is"
     );
     source.stop().await;
 }

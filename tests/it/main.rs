@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod harness;
 mod hostile;
+mod hostile_api;
 mod ingest;
 mod receiver;
 mod security;

@@ -1453,6 +1453,7 @@ async fn events_paginate_both_ways_with_filters(db: TestDb) {
         limit: 3,
         next,
         prev,
+        budget: None,
     };
 
     // Newest first, forward to the end...
@@ -1620,6 +1621,7 @@ async fn attempts_and_tenants_paginate(db: TestDb) {
         limit: 4,
         next,
         prev,
+        budget: None,
     };
     let ids = |p: &jetpost::store::Page<jetpost::store::Attempt>| {
         p.models.iter().map(|a| a.id.clone()).collect::<Vec<_>>()
@@ -1707,6 +1709,7 @@ async fn attempts_and_tenants_paginate(db: TestDb) {
         limit: 3,
         next,
         prev,
+        budget: None,
     };
     let all = TenantFilter::default();
     let t1 = store.list_tenants(&all, &tp(None, None)).await.unwrap();

@@ -3,7 +3,7 @@
 //! next event is routed with it. Responses are Outpost's destination shape, `disabled_at: null`
 //! and `credentials` included.
 
-mod input;
+pub(super) mod input;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -99,8 +99,8 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<Vec<DestinationView>>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
-    let kinds = params.array("type");
-    let topics = params.array("topics");
+    let kinds = params.array("type")?;
+    let topics = params.array("topics")?;
     let now = Utc::now();
     let destinations = ctx
         .state

@@ -18,9 +18,10 @@
 use serde_json::Value;
 
 use super::OPERATORS;
+use super::document::Document;
 
 /// Go's `matchJSONToSchema`.
-pub(super) fn matches(input: &Value, schema: &Value) -> bool {
+pub(super) fn matches(input: &Document, schema: &Value) -> bool {
     if let Value::Object(schema) = schema
         && let Some(negated) = schema.get("$not")
     {
@@ -32,7 +33,7 @@ pub(super) fn matches(input: &Value, schema: &Value) -> bool {
             return false;
         }
     }
-    let (Value::Object(input_map), Value::Object(schema_map)) = (input, schema) else {
+    let (Document::Object(input_map), Value::Object(schema_map)) = (input, schema) else {
         return value_matches(input, schema);
     };
     for (key, sub_schema) in schema_map {
@@ -70,15 +71,15 @@ pub(super) fn matches(input: &Value, schema: &Value) -> bool {
 }
 
 /// Go's `recursivelyMatchValue`, with its result inverted (Go returns "mismatch").
-fn value_matches(input: &Value, schema: &Value) -> bool {
+fn value_matches(input: &Document, schema: &Value) -> bool {
     if is_primitive(schema) {
         return match input {
-            Value::Array(items) => items.iter().any(|item| value_matches(item, schema)),
-            Value::Object(_) => false,
+            Document::Array(items) => items.iter().any(|item| value_matches(item, schema)),
+            Document::Object(_) => false,
             _ => loose_eq(input, schema),
         };
     }
-    if let Value::Array(items) = input {
+    if let Document::Array(items) = input {
         return match schema {
             Value::Array(sub_schemas) => sub_schemas
                 .iter()
@@ -98,13 +99,13 @@ fn value_matches(input: &Value, schema: &Value) -> bool {
     if schema_map.keys().any(|k| is_operator(k)) {
         return all_operators_pass(input, schema_map);
     }
-    if is_primitive(input) {
+    if input.is_primitive() {
         return false;
     }
     matches(input, schema)
 }
 
-fn all_operators_pass(input: &Value, schema: &serde_json::Map<String, Value>) -> bool {
+fn all_operators_pass(input: &Document, schema: &serde_json::Map<String, Value>) -> bool {
     schema
         .iter()
         .filter(|(key, _)| is_operator(key))
@@ -121,7 +122,7 @@ fn is_primitive(value: &Value) -> bool {
 }
 
 /// One operator on one value; `None` is Go's `ErrUnsupportedType` (counts as no match).
-fn apply(op: &str, value: &Value, operand: &Value) -> Option<bool> {
+fn apply(op: &str, value: &Document, operand: &Value) -> Option<bool> {
     match op {
         "$eq" => Some(deep_eq(value, operand)),
         "$neq" => Some(!deep_eq(value, operand)),
@@ -140,24 +141,25 @@ fn apply(op: &str, value: &Value, operand: &Value) -> Option<bool> {
 }
 
 /// Equality of two scalars: numbers as f64, strings, booleans, null; no cross-type matches.
-fn loose_eq(a: &Value, b: &Value) -> bool {
+/// A document number beyond f64's range (infinite) equals no filter operand, which is finite.
+fn loose_eq(a: &Document, b: &Value) -> bool {
     match (a, b) {
-        (Value::Null, Value::Null) => true,
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::String(x), Value::String(y)) => x == y,
-        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Document::Null, Value::Null) => true,
+        (Document::Number(x), Value::Number(y)) => Some(*x) == y.as_f64(),
+        (Document::String(x), Value::String(y)) => x == y,
+        (Document::Bool(x), Value::Bool(y)) => x == y,
         _ => false,
     }
 }
 
 /// Go compares non-scalars by their JSON encoding (object keys sorted), which is structural
 /// equality with numbers compared as f64.
-fn deep_eq(a: &Value, b: &Value) -> bool {
+fn deep_eq(a: &Document, b: &Value) -> bool {
     match (a, b) {
-        (Value::Array(x), Value::Array(y)) => {
+        (Document::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| deep_eq(a, b))
         }
-        (Value::Object(x), Value::Object(y)) => {
+        (Document::Object(x), Value::Object(y)) => {
             x.len() == y.len()
                 && x.iter()
                     .all(|(k, a)| y.get(k).is_some_and(|b| deep_eq(a, b)))
@@ -166,38 +168,39 @@ fn deep_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// `$gt` and friends: string with string (byte order) or number with number.
-fn compare(value: &Value, operand: &Value) -> Option<std::cmp::Ordering> {
+/// `$gt` and friends: string with string (byte order) or number with number. A number beyond
+/// f64's range compares as ±infinity: above (or below) every operand.
+fn compare(value: &Document, operand: &Value) -> Option<std::cmp::Ordering> {
     match (value, operand) {
-        (Value::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
-        (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        (Document::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
+        (Document::Number(a), Value::Number(b)) => a.partial_cmp(&b.as_f64()?),
         _ => None,
     }
 }
 
 /// `$in`: the value is one of the operand's elements, the operand is a substring of the value,
 /// or the value is an array holding the operand.
-fn contains(value: &Value, operand: &Value) -> Option<bool> {
+fn contains(value: &Document, operand: &Value) -> Option<bool> {
     if let Value::Array(candidates) = operand {
-        if !is_primitive(value) {
+        if !value.is_primitive() {
             return None;
         }
         return Some(candidates.iter().any(|c| loose_eq(value, c)));
     }
     match value {
-        Value::String(haystack) => match operand {
+        Document::String(haystack) => match operand {
             Value::String(needle) => Some(haystack.contains(needle.as_str())),
             _ => None,
         },
-        Value::Array(items) => Some(items.iter().any(|item| loose_eq(item, operand))),
+        Document::Array(items) => Some(items.iter().any(|item| loose_eq(item, operand))),
         _ => None,
     }
 }
 
 /// `$startsWith` / `$endsWith` with a string or a list of strings (any may match; a non-string
 /// element met before a match makes the whole test fail, as in Go).
-fn affix(value: &Value, operand: &Value, test: fn(&str, &str) -> bool) -> Option<bool> {
-    let Value::String(value) = value else {
+fn affix(value: &Document, operand: &Value, test: fn(&str, &str) -> bool) -> Option<bool> {
+    let Document::String(value) = value else {
         return None;
     };
     match operand {

@@ -2,9 +2,12 @@
 //! event's filter input (see [`Event::filter_input`](super::Event::filter_input)) must match.
 //! Validation happens once, when a filter is accepted; matching follows Outpost exactly.
 
+mod document;
 mod matching;
 #[cfg(test)]
 mod tests;
+
+pub use document::Document;
 
 use std::fmt;
 
@@ -134,7 +137,7 @@ impl Filter {
 
     /// Whether `input` (normally an event's filter input) matches. Never panics; a type
     /// mismatch anywhere is simply "no match".
-    pub fn matches(&self, input: &Value) -> bool {
+    pub fn matches(&self, input: &Document) -> bool {
         self.is_empty() || matching::matches(input, &self.schema)
     }
 }

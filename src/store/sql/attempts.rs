@@ -1,10 +1,12 @@
 //! Attempt queries: one attempt by id, and the filtered, paginated attempt log (attempts are
 //! written by `complete_attempt`).
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::{Encode, Executor, QueryBuilder, Type};
 
 use super::filters::{TieBreak, push_in, push_page, push_time_range};
-use super::rows::{self, attempt_columns};
+use super::rows::{self, RowExt as _, attempt_columns};
 use super::timestamp::Timestamp;
 use super::{Dialect, SqlStore};
 use crate::store::error::{Result, db_error};
@@ -42,17 +44,27 @@ where
             .transpose()
     }
 
-    /// Attempts by time, then id.
+    /// Attempts by time, then id. Two reads: the page's keys with the size of their
+    /// `response_data` (and, when the budget says so, of each distinct event's `data`), then
+    /// the attempts the page keeps within its byte budget.
     pub async fn list_attempts(
         &self,
         filter: &AttemptFilter,
         plan: &PagePlan,
     ) -> Result<Page<Attempt>> {
-        let mut qb = QueryBuilder::<DB>::new(concat!(
-            "SELECT ",
-            attempt_columns!(),
-            " FROM attempts WHERE 1 = 1"
-        ));
+        let event_data = plan.budget.is_some_and(|b| b.event_data);
+        let mut qb = QueryBuilder::<DB>::new(
+            "SELECT id, tenant_id, event_id, \
+             CAST(COALESCE(octet_length(response_data), 0) AS BIGINT) AS size",
+        );
+        if event_data {
+            qb.push(
+                ", CAST(COALESCE((SELECT octet_length(e.data) FROM events e \
+                 WHERE e.tenant_id = attempts.tenant_id AND e.id = attempts.event_id), 0) \
+                 AS BIGINT) AS event_size",
+            );
+        }
+        qb.push(" FROM attempts WHERE 1 = 1");
         push_in(&mut qb, "tenant_id", &filter.tenant_ids);
         push_in(&mut qb, "event_id", &filter.event_ids);
         push_in(&mut qb, "destination_id", &filter.destination_ids);
@@ -77,15 +89,53 @@ where
         }
         push_time_range(&mut qb, "time", &filter.time);
         push_page(&mut qb, "time", "id", TieBreak::Text, plan)?;
-        let found = qb
+        let rows = qb
             .build()
             .fetch_all(&self.reader)
             .await
-            .map_err(db_error("list attempts"))?
+            .map_err(db_error("list attempts"))?;
+        // Each distinct event's data counts once: the caller loads it once.
+        let mut events_seen = HashSet::new();
+        let mut sized: Vec<(String, u64)> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut size = r.int("size")?.max(0) as u64;
+            if event_data && events_seen.insert((r.text("tenant_id")?, r.text("event_id")?)) {
+                size = size.saturating_add(r.int("event_size")?.max(0) as u64);
+            }
+            sized.push((r.text("id")?, size));
+        }
+        let keep = plan.keep(sized.iter().map(|(_, size)| *size));
+        let more = sized.len() > keep;
+        let order: HashMap<&str, usize> = sized[..keep]
             .iter()
-            .map(rows::attempt)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(plan.finish(found, |a| Cursor {
+            .enumerate()
+            .map(|(i, (id, _))| (id.as_str(), i))
+            .collect();
+
+        let mut found = Vec::with_capacity(keep);
+        if keep > 0 {
+            let mut qb = QueryBuilder::<DB>::new(concat!(
+                "SELECT ",
+                attempt_columns!(),
+                " FROM attempts WHERE id IN ("
+            ));
+            let mut list = qb.separated(", ");
+            for (id, _) in &sized[..keep] {
+                list.push_bind(id.as_str());
+            }
+            qb.push(")");
+            found = qb
+                .build()
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error("list attempts"))?
+                .iter()
+                .map(rows::attempt)
+                .collect::<Result<Vec<_>>>()?;
+            // Back in scan order.
+            found.sort_by_key(|a| order.get(a.id.as_str()).copied().unwrap_or(usize::MAX));
+        }
+        Ok(plan.finish_kept(found, more, |a| Cursor {
             time: a.time,
             key: a.id.clone(),
         }))

@@ -188,13 +188,13 @@ where
         .transpose()
     }
 
-    /// Events by time, then insertion order.
+    /// Events by time, then insertion order. Two reads: the page's keys with the size of their
+    /// `data` (no payload), then the events the page keeps within its byte budget.
     pub async fn list_events(&self, filter: &EventFilter, plan: &PagePlan) -> Result<Page<Event>> {
-        let mut qb = QueryBuilder::<DB>::new(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE 1 = 1"
-        ));
+        let mut qb = QueryBuilder::<DB>::new(
+            "SELECT seq, CAST(COALESCE(octet_length(data), 0) AS BIGINT) AS size FROM events \
+             WHERE 1 = 1",
+        );
         push_in(&mut qb, "tenant_id", &filter.tenant_ids);
         push_in(&mut qb, "id", &filter.ids);
         push_in(&mut qb, "topic", &filter.topics);
@@ -208,15 +208,46 @@ where
         }
         push_time_range(&mut qb, "time", &filter.time);
         push_page(&mut qb, "time", "seq", TieBreak::Int, plan)?;
-        let found = qb
+        let sized = qb
             .build()
             .fetch_all(&self.reader)
             .await
             .map_err(db_error("list events"))?
             .iter()
-            .map(|r| rows::event(r, ""))
-            .collect::<Result<Vec<_>>>()?;
-        let page = plan.finish(found, |(e, seq)| Cursor {
+            .map(|r| Ok((r.int("seq")?, r.int("size")?.max(0) as u64)))
+            .collect::<Result<Vec<(i64, u64)>>>()?;
+        let keep = plan.keep(sized.iter().map(|(_, size)| *size));
+        let more = sized.len() > keep;
+        let order: HashMap<i64, usize> = sized[..keep]
+            .iter()
+            .enumerate()
+            .map(|(i, (seq, _))| (*seq, i))
+            .collect();
+
+        let mut found = Vec::with_capacity(keep);
+        if keep > 0 {
+            let mut qb = QueryBuilder::<DB>::new(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE seq IN ("
+            ));
+            let mut list = qb.separated(", ");
+            for (seq, _) in &sized[..keep] {
+                list.push_bind(*seq);
+            }
+            qb.push(")");
+            found = qb
+                .build()
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error("list events"))?
+                .iter()
+                .map(|r| rows::event(r, ""))
+                .collect::<Result<Vec<_>>>()?;
+            // Back in scan order.
+            found.sort_by_key(|(_, seq)| order.get(seq).copied().unwrap_or(usize::MAX));
+        }
+        let page = plan.finish_kept(found, more, |(e, seq)| Cursor {
             time: e.time,
             key: seq.to_string(),
         });

@@ -243,9 +243,15 @@ async fn events_paginate_in_both_directions() {
         let forward: Vec<Vec<String>> = pages[..3].iter().map(ids).collect();
         assert_eq!(back, forward, "{dir}");
     }
-    // limit caps at 1000; garbage limits fall back to 100.
-    assert_eq!(page(&svc, "limit=5000").await["pagination"]["limit"], 1000);
-    assert_eq!(page(&svc, "limit=abc").await["pagination"]["limit"], 100);
+    // limit is 1..=1000: anything else is refused, naming the limit (Outpost caps silently).
+    assert_eq!(page(&svc, "limit=1000").await["pagination"]["limit"], 1000);
+    for bad in ["limit=5000", "limit=abc", "limit=0"] {
+        let (status, body) = svc
+            .get(&format!("/api/v1/events?{bad}"), &Auth::Admin)
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST);
+        assert!(body["message"].as_str().unwrap().contains("1000"), "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ mod flow;
 mod ids;
 mod metrics;
 mod nats;
+pub mod stored_data;
 mod tenants;
 
 use std::time::Duration;
@@ -219,6 +220,23 @@ impl Service {
 
     pub async fn get(&self, path: &str, auth: &Auth) -> (StatusCode, Value) {
         self.call(Method::GET, path, auth, None).await
+    }
+
+    /// A GET whose body is returned as sent, for answers `serde_json::Value` cannot read
+    /// (stored data with numbers beyond f64). The caller checks the contract.
+    pub async fn get_bytes(&self, path: &str, auth: &Auth) -> (StatusCode, Vec<u8>) {
+        let mut req = self
+            .client
+            .get(self.url(path))
+            .timeout(Duration::from_secs(60));
+        req = match auth {
+            Auth::None => req,
+            Auth::Admin => req.bearer_auth(API_KEY),
+            Auth::Bearer(token) => req.bearer_auth(token),
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.bytes().await.unwrap().to_vec())
     }
 
     /// An admin call that must answer `expected`; returns the body.

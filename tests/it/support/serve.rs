@@ -64,6 +64,11 @@ impl Serve {
         serve
     }
 
+    /// The process id, e.g. to read its memory from `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("jetpost serve is running")
+    }
+
     /// The process's logs so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
