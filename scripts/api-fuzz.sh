@@ -57,10 +57,11 @@ run() {
   local name="$1" schema="$2" url="$3" bearer="$4" budget="$5"
   shift 5
   echo "api-fuzz: $name (${budget}s)"
-  if ! "$st" --config-file "$out/schemathesis.toml" run "$schema" --url "$url" \
+  # From $out, where schemathesis keeps its cache (.schemathesis/).
+  if ! (cd "$out" && "$st" --config-file "$out/schemathesis.toml" run "$schema" --url "$url" \
       -H "Authorization: Bearer $bearer" --checks "${CHECKS:-not_a_server_error}" --max-time "$budget" \
       --workers 2 --suppress-health-check all --warnings off --request-timeout 10 \
-      --report junit --report-dir "$out/$name" "$@" >"$out/$name.log" 2>&1; then
+      --report junit --report-dir "$out/$name" "$@" >"$out/$name.log" 2>&1); then
     failed=1
     echo "api-fuzz: $name found problems:" >&2
     tail -n 60 "$out/$name.log" >&2
