@@ -113,7 +113,7 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
         COUNT,
         &mut c.retry_interval_seconds,
     );
-    // MAX_RETRY_LIMIT is the name Outpost actually reads; RETRY_MAX_LIMIT (SPEC) wins.
+    // MAX_RETRY_LIMIT is the name Outpost actually reads; RETRY_MAX_LIMIT (the documented name) wins.
     r.parse(
         "MAX_RETRY_LIMIT",
         "retry_max_limit",

@@ -300,11 +300,11 @@ pub struct PublishMqConfig {
 pub struct NatsConfig {
     /// NATS cluster URLs; empty = no NATS source (events only via the HTTP publish API).
     pub servers: Vec<String>,
-    /// Watched accounts directory (SPEC §3).
+    /// Watched accounts directory; see docs/publishing-from-nats.md.
     pub accounts_dir: Option<PathBuf>,
     /// Static accounts (YAML only).
     pub accounts: Vec<AccountConfig>,
-    /// Aggregate mode (SPEC §4).
+    /// Aggregate mode: one stream whose subjects carry the tenant.
     pub aggregate: Option<AggregateConfig>,
 }
 

@@ -446,7 +446,7 @@ async fn redirects_are_not_followed_and_count_as_success() {
     }]);
     let provider = provider(&config(WebhookMode::Default));
     let result = provider.send(&request(receiver.url("/hook"))).await;
-    assert!(result.success, "SPEC §6: success = status < 400");
+    assert!(result.success, "success = status < 400");
     assert_eq!(result.code, AttemptCode::Status(302));
     assert!(
         result
