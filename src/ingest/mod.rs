@@ -28,7 +28,7 @@ pub struct Accepted {
     pub id: String,
     /// The tenant already had an event with this id: nothing new was stored or delivered.
     pub duplicate: bool,
-    /// The destinations the event will be delivered to (empty for a duplicate or no match).
+    /// The destinations the event matches (for a duplicate too, as Outpost; empty for no match).
     pub destination_ids: Vec<String>,
 }
 
@@ -207,10 +207,11 @@ impl Ingest {
                 metrics::counter!("jetpost_events_ingested_total", "routed" => "duplicate")
                     .increment(1);
                 debug!(tenant = %event.tenant_id, event_id = %id, "duplicate event");
+                // As Outpost: a duplicate names the destinations the event matches now.
                 Ok(Accepted {
                     id,
                     duplicate: true,
-                    destination_ids: Vec::new(),
+                    destination_ids,
                 })
             }
             Err(err) => {

@@ -239,8 +239,9 @@ pub async fn update(
 ) -> ApiResult<Json<DestinationView>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
     let now = Utc::now();
-    let patch = input::update(&body.object()?, &ctx.topics, now)?;
+    // An unknown destination is 404 whatever the body holds (as Outpost).
     let original = stored(&ctx, &tenant.id, &destination_id).await?;
+    let patch = input::update(&body.object()?, &ctx.topics, now)?;
     if let Some(kind) = &patch.kind
         && *kind != original.kind
     {

@@ -212,6 +212,22 @@ async fn patch_follows_the_sdks_merge_semantics() {
         )
         .await;
     assert_eq!(messages(&json), vec!["config.url is required"]);
+
+    // An unknown destination is 404 before its body is looked at (as Outpost).
+    for body in [
+        json!({"type": "webhook", "topics": ["not a topic"]}),
+        json!({"type": "webhook", "config": {"url": null}}),
+    ] {
+        let (status, json) = svc
+            .call(
+                Method::PATCH,
+                &format!("{D}/nope"),
+                &Auth::Admin,
+                Some(&body),
+            )
+            .await;
+        assert_error(status, &json, StatusCode::NOT_FOUND);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
