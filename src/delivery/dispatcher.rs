@@ -16,8 +16,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::alert::{AlertPolicy, DEFAULT_EXHAUSTED_RETRIES_WINDOW, ExhaustedRetriesWindow};
-use super::attempt::{AttemptCode, AttemptResult};
-use super::claimed::{response_data, webhook_request};
 use super::completions::Completions;
 use super::lanes::{Lane, Lanes, Reservation};
 use super::operator_events::{
@@ -25,8 +23,8 @@ use super::operator_events::{
     DestinationDisabledData, DestinationPayload, EventPayload, OperatorEvents, OperatorEventsError,
 };
 use super::retry::{AttemptFacts, DEFAULT_RETRY_AFTER_CAP, RetryPolicy, Verdict};
-use super::webhook::WebhookProvider;
 use crate::config::{Config, OperatorEventsConfig, RetrySchedule};
+use crate::destination::{AttemptCode, Outcome, Registry};
 use crate::ingest::RoutingCache;
 use crate::store::{
     Attempt, AttemptCompletion, AttemptRecorded, AttemptStatus, BackendKind, ClaimRequest,
@@ -204,7 +202,8 @@ struct Shared {
     store: Store,
     /// Records finished attempts in batches.
     completions: Completions,
-    provider: WebhookProvider,
+    /// The destination types and the publishers opened for destinations.
+    destinations: Registry,
     options: DispatcherOptions,
     events: OperatorEvents,
     exhausted: ExhaustedRetriesWindow,
@@ -227,7 +226,7 @@ impl Dispatcher {
     /// claims at once instead of waiting for its next look at the store.
     pub fn start(
         store: Store,
-        provider: WebhookProvider,
+        destinations: impl Into<Registry>,
         options: DispatcherOptions,
         wake: Arc<Notify>,
     ) -> Result<Dispatcher, DispatcherError> {
@@ -242,7 +241,7 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             completions: Completions::start(store.clone(), committers),
             store,
-            provider,
+            destinations: destinations.into(),
             exhausted: ExhaustedRetriesWindow::new(options.exhausted_retries_window),
             lanes: Arc::new(Lanes::new(
                 options.max_concurrency,
@@ -572,9 +571,9 @@ async fn attempt(
         destination,
     } = claimed;
 
-    let result = match webhook_request(&event, &destination) {
-        Ok(request) => shared.provider.send(&request).await,
-        Err(problem) => not_sent(problem),
+    let result = match shared.destinations.publisher(&destination) {
+        Ok(publisher) => publisher.publish(&event).await,
+        Err(problem) => Outcome::not_sent(AttemptCode::InvalidRequest, problem),
     };
     // The slot is for the request; recording and alerts need no endpoint capacity.
     drop(slot);
@@ -608,7 +607,7 @@ async fn attempt(
             AttemptStatus::Failed
         },
         code: result.code.to_string(),
-        response_data: Some(response_data(&result)),
+        response_data: Some(result.response_data.clone()),
         time: result.sent_at,
     };
 
@@ -855,20 +854,6 @@ async fn after_attempt(
         events.emit(operator_events::TOPIC_EXHAUSTED_RETRIES, tenant_id, &data);
     }
     events.emit(attempt_topic, tenant_id, &data);
-}
-
-/// The result of an attempt that could not even be built: nothing was sent.
-fn not_sent(problem: String) -> AttemptResult {
-    AttemptResult {
-        success: false,
-        code: AttemptCode::InvalidRequest,
-        response_body: String::new(),
-        response_headers: Vec::new(),
-        retry_after: None,
-        error: Some(problem),
-        sent_at: Utc::now(),
-        duration: Duration::ZERO,
-    }
 }
 
 /// `now + delay`, saturating far in the future instead of overflowing.
