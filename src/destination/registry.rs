@@ -137,3 +137,162 @@ impl From<WebhookProvider> for Registry {
         Registry::builtin(webhook)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use chrono::TimeDelta;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::destination::{AttemptCode, CredentialsWrite, Fields, Outcome};
+    use crate::store::{Credentials, Event};
+
+    /// A type that counts the publishers it opens and the ones the registry closes.
+    #[derive(Default)]
+    struct Counting {
+        opened: AtomicUsize,
+        closed: Arc<AtomicUsize>,
+    }
+
+    struct CountingPublisher(Arc<AtomicUsize>);
+
+    impl Publisher for CountingPublisher {
+        fn publish<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, Outcome> {
+            Box::pin(async { Outcome::not_sent(AttemptCode::NetworkError, "test".into()) })
+        }
+
+        fn close(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl DestinationType for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn metadata(&self) -> serde_json::Value {
+            serde_json::json!({"type": "counting"})
+        }
+        fn validate_config(&self, _: &Fields) -> Vec<String> {
+            Vec::new()
+        }
+        fn validate_credentials(&self, _: &Fields) -> Vec<String> {
+            Vec::new()
+        }
+        fn prepare_credentials(&self, write: CredentialsWrite<'_>) -> Result<Fields, Vec<String>> {
+            Ok(write.merged.clone())
+        }
+        fn target(&self, _: &Fields) -> String {
+            String::new()
+        }
+        fn open(&self, destination: &Destination) -> Result<Arc<dyn Publisher>, String> {
+            if destination.config.contains_key("broken") {
+                return Err("config.broken is set".into());
+            }
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(Arc::new(CountingPublisher(self.closed.clone())))
+        }
+    }
+
+    fn destination(tenant: &str, id: &str, kind: &str) -> Destination {
+        Destination {
+            tenant_id: tenant.into(),
+            id: id.into(),
+            kind: kind.into(),
+            topics: vec!["*".into()],
+            filter: None,
+            config: BTreeMap::new(),
+            credentials: Credentials(BTreeMap::new()),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn counting() -> (Registry, Arc<Counting>) {
+        let kind = Arc::new(Counting::default());
+        (Registry::new(vec![kind.clone()]), kind)
+    }
+
+    #[test]
+    fn a_destination_is_opened_once_per_version_and_closed_when_it_changes() {
+        let (registry, kind) = counting();
+        let mut d = destination("t", "d", "counting");
+        let first = registry.publisher(&d).unwrap();
+        let again = registry.publisher(&d).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(kind.opened.load(Ordering::Relaxed), 1);
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 0);
+
+        d.updated_at += TimeDelta::seconds(1);
+        let changed = registry.publisher(&d).unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(kind.opened.load(Ordering::Relaxed), 2);
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn deleting_a_destination_or_its_tenant_closes_its_publisher() {
+        let (registry, kind) = counting();
+        registry
+            .publisher(&destination("t", "a", "counting"))
+            .unwrap();
+        registry
+            .publisher(&destination("t", "b", "counting"))
+            .unwrap();
+        registry
+            .publisher(&destination("u", "a", "counting"))
+            .unwrap();
+        registry.close("t", "a");
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 1);
+        registry.close("t", "a");
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 1, "closed once");
+        registry.close_tenant("t");
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 2);
+        registry.close_tenant("u");
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn unknown_types_and_unusable_destinations_say_why() {
+        let (registry, kind) = counting();
+        let other = registry
+            .publisher(&destination("t", "d", "aws_sqs"))
+            .err()
+            .unwrap();
+        assert!(other.contains("aws_sqs"), "{other}");
+        assert!(other.contains("\"counting\""), "{other}");
+        let mut broken = destination("t", "d", "counting");
+        broken.config.insert("broken".into(), "1".into());
+        assert_eq!(
+            registry.publisher(&broken).err().unwrap(),
+            "config.broken is set"
+        );
+        assert_eq!(kind.opened.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn builtin_types_are_the_ones_request_parsing_accepts() {
+        let provider = WebhookProvider::new(&Default::default(), Duration::from_secs(1), "test")
+            .expect("webhook client");
+        let registry = Registry::builtin(provider);
+        let names: Vec<&str> = registry.types().map(|t| t.name()).collect();
+        assert_eq!(names, BUILTIN_TYPES);
+        assert_eq!(
+            registry
+                .publisher(&destination("t", "d", "aws_sqs"))
+                .err()
+                .unwrap(),
+            format!(
+                "destination type \"aws_sqs\" is not supported; this server delivers to {:?}",
+                webhook::TYPE
+            )
+        );
+    }
+}

@@ -385,7 +385,7 @@ async fn set_disabled(
     let tenant = path_tenant(ctx, caller, tenant_id).await?;
     let current = stored(ctx, &tenant.id, destination_id).await?;
     if current.disabled_at.is_some() == disabled {
-        return Ok(view(&ctx, current));
+        return Ok(view(ctx, current));
     }
     let store = &ctx.state.store;
     let changed = if disabled {
@@ -396,7 +396,7 @@ async fn set_disabled(
         store.enable_destination(&tenant.id, destination_id).await?
     };
     ctx.routing_changed(&tenant.id);
-    Ok(view(&ctx, changed))
+    Ok(view(ctx, changed))
 }
 
 #[cfg(test)]
