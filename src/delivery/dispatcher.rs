@@ -24,7 +24,7 @@ use super::operator_events::{
 };
 use super::retry::{AttemptFacts, DEFAULT_RETRY_AFTER_CAP, RetryPolicy, Verdict};
 use crate::config::{Config, OperatorEventsConfig, RetrySchedule};
-use crate::destination::{AttemptCode, Outcome, Registry};
+use crate::destination::{AttemptCode, IDLE_CLOSE, Outcome, Registry};
 use crate::ingest::RoutingCache;
 use crate::store::{
     Attempt, AttemptCompletion, AttemptRecorded, AttemptStatus, BackendKind, ClaimRequest,
@@ -195,7 +195,7 @@ impl Health {
 pub struct Dispatcher {
     shared: Arc<Shared>,
     claim_loop: Option<JoinHandle<()>>,
-    gauges: Option<JoinHandle<()>>,
+    upkeep: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -264,11 +264,11 @@ impl Dispatcher {
             "delivery dispatcher started"
         );
         let claim_loop = tokio::spawn(claim_loop(shared.clone()));
-        let gauges = tokio::spawn(pending_gauge(shared.clone()));
+        let upkeep = tokio::spawn(upkeep(shared.clone()));
         Ok(Dispatcher {
             shared,
             claim_loop: Some(claim_loop),
-            gauges: Some(gauges),
+            upkeep: Some(upkeep),
         })
     }
 
@@ -300,8 +300,8 @@ impl Dispatcher {
         if let Some(claim_loop) = self.claim_loop.take() {
             let _ = claim_loop.await;
         }
-        if let Some(gauges) = self.gauges.take() {
-            let _ = gauges.await;
+        if let Some(upkeep) = self.upkeep.take() {
+            let _ = upkeep.await;
         }
         shared.attempts.close();
         let grace = shared.options.shutdown_grace;
@@ -508,12 +508,18 @@ async fn claim_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Refreshes `jetpost_deliveries_pending` (the queue across all replicas).
-async fn pending_gauge(shared: Arc<Shared>) {
+/// Every `gauge_interval`: refreshes `jetpost_deliveries_pending` (the queue across all
+/// replicas) and closes destination publishers idle for `IDLE_CLOSE`.
+async fn upkeep(shared: Arc<Shared>) {
     loop {
         match shared.store.count_deliveries(DeliveryStatus::Pending).await {
             Ok(pending) => metrics::gauge!("jetpost_deliveries_pending").set(pending as f64),
             Err(err) => debug!("cannot count pending deliveries: {err}"),
+        }
+        // Destinations deleted through another replica, or gone quiet, keep no client open.
+        let closed = shared.destinations.close_idle(IDLE_CLOSE);
+        if closed > 0 {
+            debug!(closed, "closed idle destination publishers");
         }
         tokio::select! {
             _ = shared.stop.cancelled() => return,

@@ -17,7 +17,7 @@ mod registry;
 pub mod webhook;
 
 pub use outcome::{AttemptCode, Outcome, OutcomeClass, UnknownAttemptCode};
-pub use registry::{BUILTIN_TYPES, Registry};
+pub use registry::{BUILTIN_TYPES, IDLE_CLOSE, Registry};
 
 /// A destination's `config` or `credentials`: Outpost keeps both as maps of strings.
 pub type Fields = BTreeMap<String, String>;

@@ -1,9 +1,11 @@
 //! The registry: the destination types this server knows, and the publishers opened for the
 //! destinations being delivered to, one per destination version (tenant, id, `updated_at`),
-//! reused by every attempt and closed when the destination changes or is deleted.
+//! reused by every attempt and closed when the destination changes, is deleted, or goes unused
+//! (`close_idle`: how a replica lets go of destinations deleted through another one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -28,7 +30,13 @@ struct Inner {
 struct Opened {
     updated_at: DateTime<Utc>,
     publisher: Arc<dyn Publisher>,
+    last_used: Instant,
 }
+
+/// How long an opened publisher stays open without an attempt. Long enough that a destination
+/// retried on the usual schedule keeps its client; short enough that clients of deleted or
+/// quiet destinations do not pile up.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(600);
 
 impl Registry {
     /// A registry of `types` (names are unique; the first of a name wins).
@@ -63,9 +71,10 @@ impl Registry {
     /// why the destination cannot be published to.
     pub fn publisher(&self, destination: &Destination) -> Result<Arc<dyn Publisher>, String> {
         let key = (destination.tenant_id.clone(), destination.id.clone());
-        if let Some(opened) = self.opened().get(&key)
+        if let Some(opened) = self.opened().get_mut(&key)
             && opened.updated_at == destination.updated_at
         {
+            opened.last_used = Instant::now();
             return Ok(opened.publisher.clone());
         }
         let kind = self.get(&destination.kind).ok_or_else(|| {
@@ -82,6 +91,7 @@ impl Registry {
             Opened {
                 updated_at: destination.updated_at,
                 publisher: publisher.clone(),
+                last_used: Instant::now(),
             },
         );
         if let Some(replaced) = replaced
@@ -104,17 +114,28 @@ impl Registry {
 
     /// Closes the publishers of a deleted tenant's destinations.
     pub fn close_tenant(&self, tenant_id: &str) {
+        self.close_where(|(tenant, _), _| tenant == tenant_id);
+    }
+
+    /// Closes the publishers no attempt used for `idle`; returns how many.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        self.close_where(|_, opened| opened.last_used.elapsed() >= idle)
+    }
+
+    /// Closes (outside the lock) the publishers `close` picks.
+    fn close_where(&self, close: impl Fn(&(String, String), &Opened) -> bool) -> usize {
         let mut closed = Vec::new();
-        self.opened().retain(|(tenant, _), opened| {
-            let keep = tenant != tenant_id;
+        self.opened().retain(|key, opened| {
+            let keep = !close(key, opened);
             if !keep {
                 closed.push(opened.publisher.clone());
             }
             keep
         });
-        for publisher in closed {
+        for publisher in &closed {
             publisher.close();
         }
+        closed.len()
     }
 
     /// The type names, quoted, for messages: `"webhook"`.
@@ -257,6 +278,19 @@ mod tests {
         assert_eq!(kind.closed.load(Ordering::Relaxed), 2);
         registry.close_tenant("u");
         assert_eq!(kind.closed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn idle_publishers_are_closed_and_reopened_on_demand() {
+        let (registry, kind) = counting();
+        let d = destination("t", "d", "counting");
+        registry.publisher(&d).unwrap();
+        assert_eq!(registry.close_idle(Duration::from_secs(3600)), 0);
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 0);
+        assert_eq!(registry.close_idle(Duration::ZERO), 1);
+        assert_eq!(kind.closed.load(Ordering::Relaxed), 1);
+        registry.publisher(&d).unwrap();
+        assert_eq!(kind.opened.load(Ordering::Relaxed), 2);
     }
 
     #[test]
