@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState, ServeLimits};
 use crate::config::Config;
-use crate::delivery::{Dispatcher, DispatcherOptions, WebhookProvider};
+use crate::delivery::{Dispatcher, DispatcherOptions};
+use crate::destination::Registry;
+use crate::destination::webhook::WebhookProvider;
 use crate::event::TopicRules;
 use crate::ingest::{Ingest, IngestOptions};
 use crate::source::IngestSink;
@@ -56,14 +58,14 @@ pub async fn run(
     let metrics = crate::telemetry::metrics().clone();
     tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
 
-    let provider = WebhookProvider::new(
+    let destinations = Registry::builtin(WebhookProvider::new(
         &config.destinations.webhook,
         config.delivery_timeout(),
         env!("CARGO_PKG_VERSION"),
-    )?;
+    )?);
     let dispatcher = Dispatcher::start(
         store.clone(),
-        provider,
+        destinations.clone(),
         DispatcherOptions {
             routing: Some(ingest.routing().clone()),
             ..DispatcherOptions::from_config(&config)
@@ -91,6 +93,7 @@ pub async fn run(
         metrics,
         deliveries_ready: ingest.deliveries_committed(),
         dispatcher: dispatcher.health(),
+        destinations,
     };
     info!(address = %listener.local_addr()?, "HTTP API listening");
     let mut server = tokio::spawn(api::serve(

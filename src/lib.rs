@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod destination;
 pub mod event;
 pub mod ingest;
 pub mod local_nats;

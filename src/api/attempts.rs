@@ -13,7 +13,6 @@ use serde_json::Value;
 
 use super::auth::{Caller, check_caller, log_tenants, path_tenant};
 use super::destinations::DestinationView;
-use super::destinations::webhook;
 use super::error::{ApiError, ApiResult};
 use super::events::EventView;
 use super::path::P;
@@ -106,7 +105,7 @@ async fn views(ctx: &Ctx, attempts: Vec<Attempt>, include: Include) -> ApiResult
             }
             destinations[&key]
                 .clone()
-                .map(|d| DestinationView::of(d, now))
+                .map(|d| DestinationView::of(d, now, &ctx.state.destinations))
         } else {
             None
         };
@@ -137,7 +136,8 @@ impl AttemptView {
             code: a.code,
             attempt_number: a.attempt_number,
             manual: a.manual,
-            destination_type: webhook::TYPE,
+            // Attempts do not keep their destination's type, and webhook is the only one.
+            destination_type: crate::destination::webhook::TYPE,
             event_id: a.event_id,
             destination_id: a.destination_id,
             event,

@@ -1,5 +1,5 @@
-//! `/destination-types`: the destination types this server accepts (webhook only), with
-//! Outpost's field descriptions for building a form.
+//! `/destination-types`: the destination types this server accepts, with Outpost's field
+//! descriptions for building a form (each type's own `metadata`).
 
 use axum::Json;
 use axum::extract::State;
@@ -7,15 +7,18 @@ use serde_json::Value;
 
 use super::CtxState;
 use super::auth::{Caller, check_caller};
-use super::destinations::webhook;
 use super::error::{ApiError, ApiResult};
 use super::path::P;
 
 pub async fn list(State(ctx): CtxState, caller: Caller) -> ApiResult<Json<Vec<Value>>> {
     check_caller(&ctx, &caller).await?;
-    Ok(Json(vec![webhook::schema(
-        ctx.state.config.destinations.webhook.mode,
-    )]))
+    Ok(Json(
+        ctx.state
+            .destinations
+            .types()
+            .map(|t| t.metadata())
+            .collect(),
+    ))
 }
 
 pub async fn get(
@@ -24,11 +27,8 @@ pub async fn get(
     P(kind): P<String>,
 ) -> ApiResult<Json<Value>> {
     check_caller(&ctx, &caller).await?;
-    if kind == webhook::TYPE {
-        Ok(Json(webhook::schema(
-            ctx.state.config.destinations.webhook.mode,
-        )))
-    } else {
-        Err(ApiError::not_found("destination type"))
+    match ctx.state.destinations.get(&kind) {
+        Some(t) => Ok(Json(t.metadata())),
+        None => Err(ApiError::not_found("destination type")),
     }
 }

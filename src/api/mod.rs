@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::delivery::DispatcherHealth;
+use crate::destination::Registry;
 use crate::event::TopicRules;
 use crate::ingest::Ingest;
 use crate::source::nats::StatusBoard;
@@ -56,6 +57,9 @@ pub struct ApiState {
     pub deliveries_ready: Arc<Notify>,
     /// The delivery dispatcher's health, for `/healthz`.
     pub dispatcher: DispatcherHealth,
+    /// The destination types (validation, `/destination-types`) and the publishers the
+    /// dispatcher opened (closed here when a destination is deleted).
+    pub destinations: Registry,
 }
 
 /// `ApiState` plus what the router derives from the config once.

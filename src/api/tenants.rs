@@ -157,6 +157,7 @@ pub async fn delete(
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
     ctx.state.store.delete_tenant(&tenant.id).await?;
     ctx.routing_changed(&tenant.id);
+    ctx.state.destinations.close_tenant(&tenant.id);
     Ok(Json(json!({"success": true})))
 }
 

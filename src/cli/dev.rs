@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Migrations};
 use crate::config::{Config, DatabaseUrl, Secret};
-use crate::delivery::signature::sign_default;
+use crate::destination::webhook::signature::sign_default;
 use crate::local_nats::{AccountSpec, BinaryLookup, LocalNatsServer, ServerOptions};
 use crate::source::nats::topology::{self, Declaration};
 

@@ -16,8 +16,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::alert::{AlertPolicy, DEFAULT_EXHAUSTED_RETRIES_WINDOW, ExhaustedRetriesWindow};
-use super::attempt::{AttemptCode, AttemptResult};
-use super::claimed::{response_data, webhook_request};
 use super::completions::Completions;
 use super::lanes::{Lane, Lanes, Reservation};
 use super::operator_events::{
@@ -25,8 +23,8 @@ use super::operator_events::{
     DestinationDisabledData, DestinationPayload, EventPayload, OperatorEvents, OperatorEventsError,
 };
 use super::retry::{AttemptFacts, DEFAULT_RETRY_AFTER_CAP, RetryPolicy, Verdict};
-use super::webhook::WebhookProvider;
 use crate::config::{Config, OperatorEventsConfig, RetrySchedule};
+use crate::destination::{AttemptCode, IDLE_CLOSE, Outcome, Registry};
 use crate::ingest::RoutingCache;
 use crate::store::{
     Attempt, AttemptCompletion, AttemptRecorded, AttemptStatus, BackendKind, ClaimRequest,
@@ -197,14 +195,15 @@ impl Health {
 pub struct Dispatcher {
     shared: Arc<Shared>,
     claim_loop: Option<JoinHandle<()>>,
-    gauges: Option<JoinHandle<()>>,
+    upkeep: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     store: Store,
     /// Records finished attempts in batches.
     completions: Completions,
-    provider: WebhookProvider,
+    /// The destination types and the publishers opened for destinations.
+    destinations: Registry,
     options: DispatcherOptions,
     events: OperatorEvents,
     exhausted: ExhaustedRetriesWindow,
@@ -227,7 +226,7 @@ impl Dispatcher {
     /// claims at once instead of waiting for its next look at the store.
     pub fn start(
         store: Store,
-        provider: WebhookProvider,
+        destinations: impl Into<Registry>,
         options: DispatcherOptions,
         wake: Arc<Notify>,
     ) -> Result<Dispatcher, DispatcherError> {
@@ -242,7 +241,7 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             completions: Completions::start(store.clone(), committers),
             store,
-            provider,
+            destinations: destinations.into(),
             exhausted: ExhaustedRetriesWindow::new(options.exhausted_retries_window),
             lanes: Arc::new(Lanes::new(
                 options.max_concurrency,
@@ -265,11 +264,11 @@ impl Dispatcher {
             "delivery dispatcher started"
         );
         let claim_loop = tokio::spawn(claim_loop(shared.clone()));
-        let gauges = tokio::spawn(pending_gauge(shared.clone()));
+        let upkeep = tokio::spawn(upkeep(shared.clone()));
         Ok(Dispatcher {
             shared,
             claim_loop: Some(claim_loop),
-            gauges: Some(gauges),
+            upkeep: Some(upkeep),
         })
     }
 
@@ -301,8 +300,8 @@ impl Dispatcher {
         if let Some(claim_loop) = self.claim_loop.take() {
             let _ = claim_loop.await;
         }
-        if let Some(gauges) = self.gauges.take() {
-            let _ = gauges.await;
+        if let Some(upkeep) = self.upkeep.take() {
+            let _ = upkeep.await;
         }
         shared.attempts.close();
         let grace = shared.options.shutdown_grace;
@@ -509,12 +508,18 @@ async fn claim_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Refreshes `jetpost_deliveries_pending` (the queue across all replicas).
-async fn pending_gauge(shared: Arc<Shared>) {
+/// Every `gauge_interval`: refreshes `jetpost_deliveries_pending` (the queue across all
+/// replicas) and closes destination publishers idle for `IDLE_CLOSE`.
+async fn upkeep(shared: Arc<Shared>) {
     loop {
         match shared.store.count_deliveries(DeliveryStatus::Pending).await {
             Ok(pending) => metrics::gauge!("jetpost_deliveries_pending").set(pending as f64),
             Err(err) => debug!("cannot count pending deliveries: {err}"),
+        }
+        // Destinations deleted through another replica, or gone quiet, keep no client open.
+        let closed = shared.destinations.close_idle(IDLE_CLOSE);
+        if closed > 0 {
+            debug!(closed, "closed idle destination publishers");
         }
         tokio::select! {
             _ = shared.stop.cancelled() => return,
@@ -572,9 +577,9 @@ async fn attempt(
         destination,
     } = claimed;
 
-    let result = match webhook_request(&event, &destination) {
-        Ok(request) => shared.provider.send(&request).await,
-        Err(problem) => not_sent(problem),
+    let result = match shared.destinations.publisher(&destination) {
+        Ok(publisher) => publisher.publish(&event).await,
+        Err(problem) => Outcome::not_sent(AttemptCode::InvalidRequest, problem),
     };
     // The slot is for the request; recording and alerts need no endpoint capacity.
     drop(slot);
@@ -608,7 +613,7 @@ async fn attempt(
             AttemptStatus::Failed
         },
         code: result.code.to_string(),
-        response_data: Some(response_data(&result)),
+        response_data: Some(result.response_data.clone()),
         time: result.sent_at,
     };
 
@@ -855,20 +860,6 @@ async fn after_attempt(
         events.emit(operator_events::TOPIC_EXHAUSTED_RETRIES, tenant_id, &data);
     }
     events.emit(attempt_topic, tenant_id, &data);
-}
-
-/// The result of an attempt that could not even be built: nothing was sent.
-fn not_sent(problem: String) -> AttemptResult {
-    AttemptResult {
-        success: false,
-        code: AttemptCode::InvalidRequest,
-        response_body: String::new(),
-        response_headers: Vec::new(),
-        retry_after: None,
-        error: Some(problem),
-        sent_at: Utc::now(),
-        duration: Duration::ZERO,
-    }
 }
 
 /// `now + delay`, saturating far in the future instead of overflowing.

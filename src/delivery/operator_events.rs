@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::signature::sign_default;
 use crate::config::{OperatorEventsConfig, Secret};
+use crate::destination::webhook::signature::sign_default;
 use crate::store::{Attempt, Destination, Event, Metadata};
 
 pub const TOPIC_CONSECUTIVE_FAILURE: &str = "alert.destination.consecutive_failure";

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::attempt::AttemptCode;
 use crate::config::RetrySchedule;
+use crate::destination::AttemptCode;
 
 /// Longest `Retry-After` honoured by default: an endpoint cannot park a delivery for days.
 pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);

@@ -9,8 +9,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use jetpost::config::{Secret, WebhookConfig, WebhookMode};
-use jetpost::delivery::{
-    AttemptCode, AttemptResult, WebhookCredentials, WebhookProvider, WebhookRequest,
+use jetpost::destination::AttemptCode;
+use jetpost::destination::webhook::{
+    AttemptResult, WebhookCredentials, WebhookProvider, WebhookRequest,
 };
 use sha2::Sha256;
 

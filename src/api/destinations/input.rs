@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::super::body::{Fields, Patch, present};
 use super::super::error::ApiResult;
-use super::webhook;
+use crate::destination::BUILTIN_TYPES;
 use crate::event::{Filter, TopicRules, check_id, check_metadata, topics_from_json};
 
 type MapPatch = Patch<BTreeMap<String, Option<String>>>;
@@ -139,10 +139,12 @@ pub fn update(
 
 fn check_kind(f: &mut Fields<'_>, kind: Option<&str>) {
     if let Some(kind) = kind
-        && kind != webhook::TYPE
+        && !BUILTIN_TYPES.contains(&kind)
     {
+        let known: Vec<String> = BUILTIN_TYPES.iter().map(|t| format!("{t:?}")).collect();
         f.fail(format!(
-            "type {kind:?} is not supported: jetpost delivers to \"webhook\" destinations only"
+            "type {kind:?} is not supported: jetpost delivers to {} destinations only",
+            known.join(", ")
         ));
     }
 }

@@ -4,7 +4,6 @@
 //! and `credentials` included.
 
 pub(super) mod input;
-pub mod webhook;
 
 use std::collections::BTreeMap;
 
@@ -21,12 +20,11 @@ use super::error::{ApiError, ApiResult};
 use super::path::P;
 use super::query::Params;
 use super::{Ctx, CtxState};
-use crate::config::WebhookConfig;
+use crate::destination::{CredentialsWrite, DestinationType, Registry, Writer, masked};
 use crate::event::topics_match;
 use crate::store::{
     Credentials, Destination, DestinationTimes, ErrorKind, Metadata, NewDestination,
 };
-use webhook::Writer;
 
 /// Outpost's destination (`DestinationWebhook`).
 #[derive(Debug, Serialize)]
@@ -47,15 +45,20 @@ pub struct DestinationView {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     disabled_at: Option<DateTime<Utc>>,
-    /// Outpost's read-only display of where events go: the webhook URL.
+    /// Outpost's read-only display of where events go (a webhook's URL).
     target: String,
 }
 
 impl DestinationView {
-    pub fn of(d: Destination, now: DateTime<Utc>) -> DestinationView {
+    /// The view of `d`, its credentials and target shown as its type shows them.
+    pub fn of(d: Destination, now: DateTime<Utc>, types: &Registry) -> DestinationView {
+        let kind = types.get(&d.kind);
         DestinationView {
-            target: d.config.get("url").cloned().unwrap_or_default(),
-            credentials: webhook::displayed_credentials(&d.credentials.0, now),
+            target: kind.map(|t| t.target(&d.config)).unwrap_or_default(),
+            credentials: match kind {
+                Some(t) => t.displayed_credentials(&d.credentials.0, now),
+                None => masked(&d.credentials.0),
+            },
             filter: d
                 .filter
                 .filter(|f| f.as_object().is_none_or(|m| !m.is_empty())),
@@ -73,8 +76,8 @@ impl DestinationView {
     }
 }
 
-fn view(d: Destination) -> Json<DestinationView> {
-    Json(DestinationView::of(d, Utc::now()))
+fn view(ctx: &Ctx, d: Destination) -> Json<DestinationView> {
+    Json(DestinationView::of(d, Utc::now(), &ctx.state.destinations))
 }
 
 /// Outpost's list filters: any of the `type`s; every one of the `topics` reachable (a
@@ -111,7 +114,7 @@ pub async fn list(
         destinations
             .into_iter()
             .filter(|d| listed(d, &kinds, &topics))
-            .map(|d| DestinationView::of(d, now))
+            .map(|d| DestinationView::of(d, now, &ctx.state.destinations))
             .collect(),
     ))
 }
@@ -124,8 +127,15 @@ fn writer(caller: &Caller) -> Writer {
     }
 }
 
-fn webhook_settings(ctx: &Ctx) -> &WebhookConfig {
-    &ctx.state.config.destinations.webhook
+/// The type of `kind`; request parsing has refused unknown types already, so this only fails
+/// for a stored destination of a type this server no longer has.
+fn destination_type<'a>(ctx: &'a Ctx, kind: &str) -> ApiResult<&'a dyn DestinationType> {
+    ctx.state.destinations.get(kind).ok_or_else(|| {
+        ApiError::validation(vec![format!(
+            "type {kind:?} is not supported: jetpost delivers to {} destinations only",
+            ctx.state.destinations.names()
+        )])
+    })
 }
 
 pub async fn create(
@@ -142,20 +152,21 @@ pub async fn create(
             "created_at and updated_at can only be set with API key authentication",
         ));
     }
-    let mut problems = webhook::validate_config(&req.config, webhook_settings(&ctx));
-    problems.extend(webhook::validate_credentials(&req.credentials));
+    let kind = destination_type(&ctx, &req.kind)?;
+    let mut problems = kind.validate_config(&req.config);
+    problems.extend(kind.validate_credentials(&req.credentials));
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
-    let credentials = webhook::prepare_credentials(
-        &req.credentials,
-        &req.credentials,
-        None,
-        writer(&caller),
-        ctx.state.config.destinations.webhook.mode,
-        now,
-    )
-    .map_err(ApiError::validation)?;
+    let credentials = kind
+        .prepare_credentials(CredentialsWrite {
+            merged: &req.credentials,
+            sent: &req.credentials,
+            original: None,
+            writer: writer(&caller),
+            now,
+        })
+        .map_err(ApiError::validation)?;
 
     let max = ctx.state.config.max_destinations_per_tenant;
     if ctx.state.store.count_destinations(&tenant.id).await? >= u64::from(max) {
@@ -211,7 +222,7 @@ pub async fn create(
             )
             .await?;
     }
-    Ok((StatusCode::CREATED, view(created)))
+    Ok((StatusCode::CREATED, view(&ctx, created)))
 }
 
 async fn stored(ctx: &Ctx, tenant_id: &str, destination_id: &str) -> ApiResult<Destination> {
@@ -228,7 +239,7 @@ pub async fn get(
     P((tenant_id, destination_id)): P<(String, String)>,
 ) -> ApiResult<Json<DestinationView>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
-    Ok(view(stored(&ctx, &tenant.id, &destination_id).await?))
+    Ok(view(&ctx, stored(&ctx, &tenant.id, &destination_id).await?))
 }
 
 pub async fn update(
@@ -261,18 +272,19 @@ pub async fn update(
         Patch::Absent | Patch::Null => BTreeMap::new(),
     };
     let (merged, credentials_changed) = merge_map(Some(&original.credentials.0), patch.credentials);
-    let credentials = webhook::prepare_credentials(
-        &merged.unwrap_or_default(),
-        &sent,
-        Some(&original.credentials.0),
-        writer(&caller),
-        ctx.state.config.destinations.webhook.mode,
-        now,
-    )
-    .map_err(ApiError::validation)?;
+    let kind = destination_type(&ctx, &original.kind)?;
+    let credentials = kind
+        .prepare_credentials(CredentialsWrite {
+            merged: &merged.unwrap_or_default(),
+            sent: &sent,
+            original: Some(&original.credentials.0),
+            writer: writer(&caller),
+            now,
+        })
+        .map_err(ApiError::validation)?;
     if config_changed || credentials_changed {
-        let mut problems = webhook::validate_config(&config, webhook_settings(&ctx));
-        problems.extend(webhook::validate_credentials(&credentials));
+        let mut problems = kind.validate_config(&config);
+        problems.extend(kind.validate_credentials(&credentials));
         if !problems.is_empty() {
             return Err(ApiError::validation(problems));
         }
@@ -329,7 +341,7 @@ pub async fn update(
                 .await?;
         }
     }
-    Ok(view(updated))
+    Ok(view(&ctx, updated))
 }
 
 pub async fn delete(
@@ -343,6 +355,7 @@ pub async fn delete(
         .delete_destination(&tenant.id, &destination_id)
         .await?;
     ctx.routing_changed(&tenant.id);
+    ctx.state.destinations.close(&tenant.id, &destination_id);
     Ok(Json(json!({"success": true})))
 }
 
@@ -373,7 +386,7 @@ async fn set_disabled(
     let tenant = path_tenant(ctx, caller, tenant_id).await?;
     let current = stored(ctx, &tenant.id, destination_id).await?;
     if current.disabled_at.is_some() == disabled {
-        return Ok(view(current));
+        return Ok(view(ctx, current));
     }
     let store = &ctx.state.store;
     let changed = if disabled {
@@ -384,12 +397,15 @@ async fn set_disabled(
         store.enable_destination(&tenant.id, destination_id).await?
     };
     ctx.routing_changed(&tenant.id);
-    Ok(view(changed))
+    Ok(view(ctx, changed))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::destination::webhook::WebhookProvider;
 
     fn destination(topics: &[&str]) -> Destination {
         Destination {
@@ -435,7 +451,11 @@ mod tests {
 
     #[test]
     fn view_has_outposts_required_fields() {
-        let v = serde_json::to_value(DestinationView::of(destination(&["*"]), Utc::now())).unwrap();
+        let types = Registry::builtin(
+            WebhookProvider::new(&Default::default(), Duration::from_secs(1), "test").unwrap(),
+        );
+        let v = serde_json::to_value(DestinationView::of(destination(&["*"]), Utc::now(), &types))
+            .unwrap();
         for key in [
             "id",
             "type",

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use jetpost::config::{Config, Secret};
-use jetpost::delivery::{Dispatcher, DispatcherOptions, WebhookProvider};
+use jetpost::delivery::{Dispatcher, DispatcherOptions};
+use jetpost::destination::webhook::WebhookProvider;
 use jetpost::event::TopicRules;
 use jetpost::ingest::{Accepted, Ingest, IngestOptions};
 use jetpost::store::{

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jetpost::delivery::{Dispatcher, DispatcherOptions, WebhookProvider};
+use jetpost::delivery::{Dispatcher, DispatcherOptions};
+use jetpost::destination::webhook::WebhookProvider;
 use jetpost::store::{DeliveryStatus, NewEvent, Store, StoreOptions};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;

@@ -1,9 +1,10 @@
 //! The webhook provider: builds one signed HTTP request for an event in Outpost's default
-//! format or Standard Webhooks format, sends it once and reports exactly what
-//! happened. Also the pure checks the API runs on a webhook destination's URL and headers.
+//! format or Standard Webhooks format, sends it once and reports exactly what happened. Also
+//! the pure checks the webhook type runs on a destination's URL and headers.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,12 +12,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-use super::attempt::{AttemptCode, AttemptResult, body_over_cap_placeholder, classify};
+use super::attempt::{AttemptResult, body_over_cap_placeholder, classify};
 use super::signature::{
     WebhookCredentials, default_signature_header, parse_standard_secret, standard_signature_header,
 };
 use super::ssrf::{BlockedAddress, GuardedResolver, blocked_reason};
 use crate::config::{WebhookConfig, WebhookMode};
+use crate::destination::AttemptCode;
 use crate::event::{MAX_METADATA_BYTES, MAX_METADATA_ENTRIES};
 
 /// Header prefix of Standard Webhooks mode. `header_prefix` applies to default mode only; in
@@ -63,6 +65,8 @@ pub struct WebhookRequest {
 #[derive(Debug, Clone)]
 pub struct WebhookProvider {
     client: reqwest::Client,
+    /// The server's webhook settings (`destinations.webhook`).
+    settings: Arc<WebhookConfig>,
     mode: WebhookMode,
     /// The prefix in effect: `header_prefix` in default mode, `webhook-` in standard mode.
     prefix: String,
@@ -101,6 +105,7 @@ impl WebhookProvider {
         let prefix = prefix_in_effect(config.mode, &config.header_prefix);
         Ok(WebhookProvider {
             client,
+            settings: Arc::new(config.clone()),
             mode: config.mode,
             prefix,
             max_response_body_bytes: config.max_response_body_bytes,
@@ -111,6 +116,11 @@ impl WebhookProvider {
 
     pub fn mode(&self) -> WebhookMode {
         self.mode
+    }
+
+    /// The webhook settings it was built with.
+    pub fn settings(&self) -> &WebhookConfig {
+        &self.settings
     }
 
     /// Sends `request` once and reports the outcome. Never fails: every problem becomes an
@@ -731,7 +741,7 @@ mod tests {
                 topic: "order.paid".into(),
                 body: Bytes::from_static(b"{}"),
                 url: "http://example.com/".into(),
-                credentials: WebhookCredentials::new(crate::delivery::signature::generate_secret(
+                credentials: WebhookCredentials::new(super::super::signature::generate_secret(
                     mode,
                 )),
                 ..Default::default()

@@ -1,115 +1,17 @@
-//! What one delivery attempt reports: success, the attempt `code` (an HTTP status or a named
-//! network failure), the captured response and a `Retry-After` hint. Also the classification
-//! of a failed request's error chain into those codes.
+//! What one webhook attempt reports: success, the attempt `code` (an HTTP status or a named
+//! network failure), the captured response and a `Retry-After` hint, and how that becomes the
+//! attempt's outcome and `response_data`. Also the classification of a failed request's error
+//! chain into those codes.
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::io;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::json;
 
 use super::ssrf::{BlockedAddress, DnsFailure};
-
-/// The attempt `code` stored and shown for an attempt (Outpost's `code`): the HTTP status, or
-/// what went wrong before a status arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttemptCode {
-    /// The endpoint answered with this status (`"200"`, `"503"`, …).
-    Status(u16),
-    /// No complete response within the delivery timeout (connect, send or response).
-    Timeout,
-    /// Nothing listens on the port (TCP RST on connect).
-    ConnectionRefused,
-    /// The host name did not resolve.
-    DnsError,
-    /// TLS handshake or certificate failure.
-    TlsError,
-    /// The endpoint closed or reset the connection before a complete response.
-    ConnectionReset,
-    /// Any other transport failure (unreachable network, protocol error, …).
-    NetworkError,
-    /// Refused by the SSRF guard (`block_private_ips`): the host is or resolves to a
-    /// non-public address. Not sent.
-    BlockedAddress,
-    /// The request could not be built from the destination (bad URL, unusable secret). Not
-    /// sent; retrying will not help until the destination is fixed.
-    InvalidRequest,
-}
-
-impl AttemptCode {
-    /// The HTTP status, if the endpoint answered.
-    pub fn status(self) -> Option<u16> {
-        match self {
-            AttemptCode::Status(status) => Some(status),
-            _ => None,
-        }
-    }
-
-    /// Failures that no retry can fix without a change to the destination. (HTTP statuses
-    /// are never permanent here; the retry policy decides about those.)
-    pub fn is_permanent(self) -> bool {
-        matches!(
-            self,
-            AttemptCode::BlockedAddress | AttemptCode::InvalidRequest
-        )
-    }
-
-    fn name(self) -> Option<&'static str> {
-        Some(match self {
-            AttemptCode::Status(_) => return None,
-            AttemptCode::Timeout => "timeout",
-            AttemptCode::ConnectionRefused => "connection_refused",
-            AttemptCode::DnsError => "dns_error",
-            AttemptCode::TlsError => "tls_error",
-            AttemptCode::ConnectionReset => "connection_reset",
-            AttemptCode::NetworkError => "network_error",
-            AttemptCode::BlockedAddress => "blocked_address",
-            AttemptCode::InvalidRequest => "invalid_request",
-        })
-    }
-}
-
-impl fmt::Display for AttemptCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self, self.name()) {
-            (AttemptCode::Status(status), _) => write!(f, "{status}"),
-            (_, Some(name)) => f.write_str(name),
-            (_, None) => unreachable!("every non-status code has a name"),
-        }
-    }
-}
-
-/// Not an attempt code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an attempt code (an HTTP status 100-599 or a failure name)")]
-pub struct UnknownAttemptCode(pub String);
-
-impl FromStr for AttemptCode {
-    type Err = UnknownAttemptCode;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(status) = s.parse::<u16>()
-            && (100..=599).contains(&status)
-        {
-            return Ok(AttemptCode::Status(status));
-        }
-        [
-            AttemptCode::Timeout,
-            AttemptCode::ConnectionRefused,
-            AttemptCode::DnsError,
-            AttemptCode::TlsError,
-            AttemptCode::ConnectionReset,
-            AttemptCode::NetworkError,
-            AttemptCode::BlockedAddress,
-            AttemptCode::InvalidRequest,
-        ]
-        .into_iter()
-        .find(|code| code.name() == Some(s))
-        .ok_or_else(|| UnknownAttemptCode(s.to_owned()))
-    }
-}
+use crate::destination::{AttemptCode, Outcome};
 
 /// Everything one attempt tells: what happened, when, and what the endpoint said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +40,42 @@ impl AttemptResult {
     pub fn status(&self) -> Option<u16> {
         self.code.status()
     }
+
+    /// The outcome the dispatcher records, with Outpost's `response_data`.
+    pub fn into_outcome(self) -> Outcome {
+        Outcome {
+            response_data: response_data(&self),
+            success: self.success,
+            code: self.code,
+            retry_after: self.retry_after,
+            error: self.error,
+            sent_at: self.sent_at,
+            duration: self.duration,
+        }
+    }
+}
+
+/// The attempt's `response_data`: Outpost's `{"status": N, "body": "…"}` when the endpoint
+/// answered (plus the kept `headers` and a reading `error` when there are any), or
+/// `{"error": "…"}` saying what failed when no response came.
+pub fn response_data(result: &AttemptResult) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    if let Some(status) = result.status() {
+        data.insert("status".into(), json!(status));
+        data.insert("body".into(), json!(result.response_body));
+        if !result.response_headers.is_empty() {
+            let headers: serde_json::Map<String, serde_json::Value> = result
+                .response_headers
+                .iter()
+                .map(|(name, value)| (name.clone(), json!(value)))
+                .collect();
+            data.insert("headers".into(), headers.into());
+        }
+    }
+    if let Some(error) = &result.error {
+        data.insert("error".into(), json!(error));
+    }
+    data.into()
 }
 
 /// Outpost's placeholder for a response body over `max_response_body_bytes`: the body is
@@ -249,36 +187,6 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn codes_print_and_parse_as_outposts_strings() {
-        let codes = [
-            (AttemptCode::Status(200), "200"),
-            (AttemptCode::Status(503), "503"),
-            (AttemptCode::Timeout, "timeout"),
-            (AttemptCode::ConnectionRefused, "connection_refused"),
-            (AttemptCode::DnsError, "dns_error"),
-            (AttemptCode::TlsError, "tls_error"),
-            (AttemptCode::ConnectionReset, "connection_reset"),
-            (AttemptCode::NetworkError, "network_error"),
-            (AttemptCode::BlockedAddress, "blocked_address"),
-            (AttemptCode::InvalidRequest, "invalid_request"),
-        ];
-        for (code, text) in codes {
-            assert_eq!(code.to_string(), text);
-            assert_eq!(text.parse::<AttemptCode>(), Ok(code));
-        }
-        assert!("600".parse::<AttemptCode>().is_err());
-        assert!("teapot".parse::<AttemptCode>().is_err());
-    }
-
-    #[test]
-    fn only_guard_and_request_failures_are_permanent() {
-        assert!(AttemptCode::BlockedAddress.is_permanent());
-        assert!(AttemptCode::InvalidRequest.is_permanent());
-        assert!(!AttemptCode::Status(400).is_permanent());
-        assert!(!AttemptCode::DnsError.is_permanent());
-    }
-
-    #[test]
     fn retry_after_accepts_seconds_and_all_http_date_forms() {
         let now = Utc.with_ymd_and_hms(1994, 11, 6, 8, 49, 0).unwrap();
         let in_37s = Some(Duration::from_secs(37));
@@ -309,6 +217,36 @@ mod tests {
         assert_eq!(
             body_over_cap_placeholder(16),
             "Response body exceeded 16 bytes and was not stored"
+        );
+    }
+
+    #[test]
+    fn response_data_is_outposts_shape() {
+        let answered = AttemptResult {
+            success: false,
+            code: AttemptCode::Status(503),
+            response_body: "busy".into(),
+            response_headers: vec![("retry-after".into(), "5".into())],
+            retry_after: Some(Duration::from_secs(5)),
+            error: None,
+            sent_at: Utc::now(),
+            duration: Duration::from_millis(3),
+        };
+        assert_eq!(
+            response_data(&answered),
+            json!({"status": 503, "body": "busy", "headers": {"retry-after": "5"}})
+        );
+        let refused = AttemptResult {
+            code: AttemptCode::ConnectionRefused,
+            response_body: String::new(),
+            response_headers: Vec::new(),
+            retry_after: None,
+            error: Some("connection refused".into()),
+            ..answered
+        };
+        assert_eq!(
+            response_data(&refused),
+            json!({"error": "connection refused"})
         );
     }
 }

@@ -1,55 +1,68 @@
-//! From a claimed delivery to the webhook request (the destination's stored `config` and
-//! `credentials` maps, as Outpost keeps them: all strings, `custom_headers` a JSON object in a
-//! string), and from the attempt's result back to the attempt's `response_data`.
+//! A webhook destination as the dispatcher opens it: the stored `config` and `credentials`
+//! maps (Outpost keeps them as strings, `custom_headers` a JSON object in a string) parsed once
+//! into the target of every request to it.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::DateTime;
-use serde_json::json;
 use tracing::warn;
 
-use super::attempt::AttemptResult;
+use super::provider::WebhookRequest;
 use super::signature::WebhookCredentials;
-use super::webhook::WebhookRequest;
 use crate::config::Secret;
 use crate::store::{Destination, Event};
 
-/// The webhook request for `event` to `destination`; an error names the destination field
-/// that makes a request impossible (the attempt then fails as `invalid_request`).
-pub fn webhook_request(event: &Event, destination: &Destination) -> Result<WebhookRequest, String> {
-    if destination.kind != "webhook" {
-        return Err(format!(
-            "destination type {:?} is not supported; jetpost delivers to webhook destinations",
-            destination.kind
-        ));
+/// Where and how a webhook destination's requests go, parsed from its stored row.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    url: String,
+    custom_headers: BTreeMap<String, String>,
+    credentials: WebhookCredentials,
+    delivery_metadata: BTreeMap<String, String>,
+}
+
+impl WebhookTarget {
+    /// Parses `destination`; an error names the field that makes a request impossible (its
+    /// attempts then fail as `invalid_request` until the destination is fixed).
+    pub fn parse(destination: &Destination) -> Result<WebhookTarget, String> {
+        let url = destination
+            .config
+            .get("url")
+            .filter(|u| !u.trim().is_empty())
+            .ok_or("destination config.url is missing; set the webhook URL")?;
+        let custom_headers = match destination.config.get("custom_headers") {
+            Some(text) if !text.trim().is_empty() => {
+                serde_json::from_str::<BTreeMap<String, String>>(text).map_err(|e| {
+                    format!(
+                        "destination config.custom_headers is not a JSON object of strings \
+                         ({e}); fix it with PATCH"
+                    )
+                })?
+            }
+            _ => BTreeMap::new(),
+        };
+        Ok(WebhookTarget {
+            url: url.clone(),
+            custom_headers,
+            credentials: credentials(destination),
+            delivery_metadata: destination.delivery_metadata.clone().unwrap_or_default(),
+        })
     }
-    let url = destination
-        .config
-        .get("url")
-        .filter(|u| !u.trim().is_empty())
-        .ok_or("destination config.url is missing; set the webhook URL")?;
-    let custom_headers = match destination.config.get("custom_headers") {
-        Some(text) if !text.trim().is_empty() => {
-            serde_json::from_str::<BTreeMap<String, String>>(text).map_err(|e| {
-                format!(
-                    "destination config.custom_headers is not a JSON object of strings ({e}); \
-                     fix it with PATCH"
-                )
-            })?
+
+    /// The request for `event`.
+    pub fn request(&self, event: &Event) -> WebhookRequest {
+        WebhookRequest {
+            event_id: event.id.clone(),
+            topic: event.topic.clone(),
+            body: Bytes::from(event.data.clone()),
+            url: self.url.clone(),
+            custom_headers: self.custom_headers.clone(),
+            credentials: self.credentials.clone(),
+            delivery_metadata: self.delivery_metadata.clone(),
+            event_metadata: event.metadata.clone().unwrap_or_default(),
         }
-        _ => BTreeMap::new(),
-    };
-    Ok(WebhookRequest {
-        event_id: event.id.clone(),
-        topic: event.topic.clone(),
-        body: Bytes::from(event.data.clone()),
-        url: url.clone(),
-        custom_headers,
-        credentials: credentials(destination),
-        delivery_metadata: destination.delivery_metadata.clone().unwrap_or_default(),
-        event_metadata: event.metadata.clone().unwrap_or_default(),
-    })
+    }
 }
 
 /// `secret`, `previous_secret` and `previous_secret_invalid_at` (RFC 3339). An unreadable
@@ -84,37 +97,11 @@ fn credentials(destination: &Destination) -> WebhookCredentials {
     }
 }
 
-/// The attempt's `response_data`: Outpost's `{"status": N, "body": "…"}` when the endpoint
-/// answered (plus the kept `headers` and a reading `error` when there are any), or
-/// `{"error": "…"}` saying what failed when no response came.
-pub fn response_data(result: &AttemptResult) -> serde_json::Value {
-    let mut data = serde_json::Map::new();
-    if let Some(status) = result.status() {
-        data.insert("status".into(), json!(status));
-        data.insert("body".into(), json!(result.response_body));
-        if !result.response_headers.is_empty() {
-            let headers: serde_json::Map<String, serde_json::Value> = result
-                .response_headers
-                .iter()
-                .map(|(name, value)| (name.clone(), json!(value)))
-                .collect();
-            data.insert("headers".into(), headers.into());
-        }
-    }
-    if let Some(error) = &result.error {
-        data.insert("error".into(), json!(error));
-    }
-    data.into()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use chrono::Utc;
 
     use super::*;
-    use crate::delivery::AttemptCode;
     use crate::store::Credentials;
 
     fn destination(config: &[(&str, &str)], credentials: &[(&str, &str)]) -> Destination {
@@ -168,7 +155,7 @@ mod tests {
                 ("previous_secret_invalid_at", "2099-01-01T00:00:00Z"),
             ],
         );
-        let r = webhook_request(&event(), &d).unwrap();
+        let r = WebhookTarget::parse(&d).unwrap().request(&event());
         assert_eq!(r.url, "https://example.com/h");
         assert_eq!(r.body, Bytes::from_static(br#"{"a":1}"#));
         assert_eq!(r.custom_headers["X-Api-Key"], "k");
@@ -182,7 +169,7 @@ mod tests {
     fn unusable_destinations_say_which_field() {
         let no_url = destination(&[], &[]);
         assert!(
-            webhook_request(&event(), &no_url)
+            WebhookTarget::parse(&no_url)
                 .unwrap_err()
                 .contains("config.url")
         );
@@ -191,16 +178,9 @@ mod tests {
             &[],
         );
         assert!(
-            webhook_request(&event(), &bad_headers)
+            WebhookTarget::parse(&bad_headers)
                 .unwrap_err()
                 .contains("config.custom_headers")
-        );
-        let mut other = destination(&[("url", "https://example.com")], &[]);
-        other.kind = "aws_sqs".into();
-        assert!(
-            webhook_request(&event(), &other)
-                .unwrap_err()
-                .contains("aws_sqs")
         );
     }
 
@@ -214,37 +194,7 @@ mod tests {
                 ("previous_secret_invalid_at", "tomorrow"),
             ],
         );
-        let r = webhook_request(&event(), &d).unwrap();
+        let r = WebhookTarget::parse(&d).unwrap().request(&event());
         assert_eq!(r.credentials.signing_secrets(Utc::now()), vec!["s1"]);
-    }
-
-    #[test]
-    fn response_data_is_outposts_shape() {
-        let answered = AttemptResult {
-            success: false,
-            code: AttemptCode::Status(503),
-            response_body: "busy".into(),
-            response_headers: vec![("retry-after".into(), "5".into())],
-            retry_after: Some(Duration::from_secs(5)),
-            error: None,
-            sent_at: Utc::now(),
-            duration: Duration::from_millis(3),
-        };
-        assert_eq!(
-            response_data(&answered),
-            json!({"status": 503, "body": "busy", "headers": {"retry-after": "5"}})
-        );
-        let refused = AttemptResult {
-            code: AttemptCode::ConnectionRefused,
-            response_body: String::new(),
-            response_headers: Vec::new(),
-            retry_after: None,
-            error: Some("connection refused".into()),
-            ..answered
-        };
-        assert_eq!(
-            response_data(&refused),
-            json!({"error": "connection refused"})
-        );
     }
 }

@@ -1,16 +1,17 @@
-//! The webhook destination type as the API sees it: its `config` rules (`url`, the
-//! `custom_headers` JSON), its `credentials` rules (who may set a secret, rotation with
-//! `rotate_secret`, a generated secret when none is given) and its `/destination-types`
-//! description. Mirrors Outpost's webhook provider.
+//! The webhook type's rules for API writes: its `config` rules (`url`, the `custom_headers`
+//! JSON), its `credentials` rules (who may set a secret, rotation with `rotate_secret`, a
+//! generated secret when none is given) and its `/destination-types` description. Mirrors
+//! Outpost's webhook provider.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use super::provider::{validate_custom_headers, validate_webhook_url};
+use super::signature::generate_secret;
 use crate::config::{WebhookConfig, WebhookMode};
-use crate::delivery::signature::generate_secret;
-use crate::delivery::{validate_custom_headers, validate_webhook_url};
+use crate::destination::{Writer, obfuscate};
 
 /// The type name.
 pub const TYPE: &str = "webhook";
@@ -90,13 +91,6 @@ pub fn validate_credentials(credentials: &Map) -> Vec<String> {
         );
     }
     problems
-}
-
-/// Who is writing the credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Writer {
-    Admin,
-    Tenant,
 }
 
 /// The credentials to store, as Outpost's webhook provider prepares them.
@@ -208,16 +202,6 @@ pub fn displayed_credentials(credentials: &Map, now: DateTime<Utc>) -> Map {
             (k.clone(), shown)
         })
         .collect()
-}
-
-/// Outpost's masking: the first 4 characters of values of 10 or more, then `*`s.
-pub fn obfuscate(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() < 10 {
-        "*".repeat(chars.len())
-    } else {
-        chars[..4].iter().collect::<String>() + &"*".repeat(chars.len() - 4)
-    }
 }
 
 fn is_truthy(value: &str) -> bool {
