@@ -4,6 +4,9 @@
 //! stored payloads it loads (event `data`, attempts' `response_data`): the page then ends early,
 //! with a `next` cursor, so that no page holds more than the budget (plus one row).
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -160,6 +163,13 @@ impl PagePlan {
             kept += 1;
         }
         kept
+    }
+
+    /// Puts rows loaded by key (in whatever order the store returned them) back in the order of
+    /// `keys`, the page's scan order.
+    pub fn in_scan_order<K: Eq + Hash, T>(rows: &mut [T], keys: &[K], key_of: impl Fn(&T) -> &K) {
+        let position: HashMap<&K, usize> = keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+        rows.sort_by_key(|r| position.get(key_of(r)).copied().unwrap_or(usize::MAX));
     }
 
     /// Turns the fetched rows (in scan order) into a page with its cursors.

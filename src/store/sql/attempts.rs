@@ -1,7 +1,7 @@
 //! Attempt queries: one attempt by id, and the filtered, paginated attempt log (attempts are
 //! written by `complete_attempt`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use sqlx::{Encode, Executor, QueryBuilder, Type};
 
@@ -106,11 +106,7 @@ where
         }
         let keep = plan.keep(sized.iter().map(|(_, size)| *size));
         let more = sized.len() > keep;
-        let order: HashMap<&str, usize> = sized[..keep]
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _))| (id.as_str(), i))
-            .collect();
+        let ids: Vec<String> = sized.into_iter().take(keep).map(|(id, _)| id).collect();
 
         let mut found = Vec::with_capacity(keep);
         if keep > 0 {
@@ -120,7 +116,7 @@ where
                 " FROM attempts WHERE id IN ("
             ));
             let mut list = qb.separated(", ");
-            for (id, _) in &sized[..keep] {
+            for id in &ids {
                 list.push_bind(id.as_str());
             }
             qb.push(")");
@@ -132,8 +128,7 @@ where
                 .iter()
                 .map(rows::attempt)
                 .collect::<Result<Vec<_>>>()?;
-            // Back in scan order.
-            found.sort_by_key(|a| order.get(a.id.as_str()).copied().unwrap_or(usize::MAX));
+            PagePlan::in_scan_order(&mut found, &ids, |a| &a.id);
         }
         Ok(plan.finish_kept(found, more, |a| Cursor {
             time: a.time,

@@ -218,11 +218,7 @@ where
             .collect::<Result<Vec<(i64, u64)>>>()?;
         let keep = plan.keep(sized.iter().map(|(_, size)| *size));
         let more = sized.len() > keep;
-        let order: HashMap<i64, usize> = sized[..keep]
-            .iter()
-            .enumerate()
-            .map(|(i, (seq, _))| (*seq, i))
-            .collect();
+        let seqs: Vec<i64> = sized.into_iter().take(keep).map(|(seq, _)| seq).collect();
 
         let mut found = Vec::with_capacity(keep);
         if keep > 0 {
@@ -232,7 +228,7 @@ where
                 " FROM events WHERE seq IN ("
             ));
             let mut list = qb.separated(", ");
-            for (seq, _) in &sized[..keep] {
+            for seq in &seqs {
                 list.push_bind(*seq);
             }
             qb.push(")");
@@ -244,8 +240,7 @@ where
                 .iter()
                 .map(|r| rows::event(r, ""))
                 .collect::<Result<Vec<_>>>()?;
-            // Back in scan order.
-            found.sort_by_key(|(_, seq)| order.get(seq).copied().unwrap_or(usize::MAX));
+            PagePlan::in_scan_order(&mut found, &seqs, |(_, seq)| seq);
         }
         let page = plan.finish_kept(found, more, |(e, seq)| Cursor {
             time: e.time,

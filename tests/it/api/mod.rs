@@ -66,6 +66,17 @@ pub enum Auth {
     Bearer(String),
 }
 
+impl Auth {
+    /// `req` with these credentials.
+    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::None => req,
+            Auth::Admin => req.bearer_auth(API_KEY),
+            Auth::Bearer(token) => req.bearer_auth(token),
+        }
+    }
+}
+
 /// A running jetpost; stopped when dropped.
 pub struct Service {
     base: String,
@@ -162,11 +173,7 @@ impl Service {
             .client
             .request(method, self.url(path))
             .timeout(Duration::from_secs(60));
-        req = match auth {
-            Auth::None => req,
-            Auth::Admin => req.bearer_auth(API_KEY),
-            Auth::Bearer(token) => req.bearer_auth(token),
-        };
+        req = auth.apply(req);
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -198,17 +205,12 @@ impl Service {
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
         let method_name = method.to_string();
-        let mut req = self
+        let req = self
             .client
             .request(method, self.url(path))
             .header("content-type", "application/json")
             .body(body);
-        req = match auth {
-            Auth::None => req,
-            Auth::Admin => req.bearer_auth(API_KEY),
-            Auth::Bearer(token) => req.bearer_auth(token),
-        };
-        let resp = req.send().await.unwrap();
+        let resp = auth.apply(req).send().await.unwrap();
         let status = resp.status();
         let bytes = resp.bytes().await.unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -225,16 +227,11 @@ impl Service {
     /// A GET whose body is returned as sent, for answers `serde_json::Value` cannot read
     /// (stored data with numbers beyond f64). The caller checks the contract.
     pub async fn get_bytes(&self, path: &str, auth: &Auth) -> (StatusCode, Vec<u8>) {
-        let mut req = self
+        let req = self
             .client
             .get(self.url(path))
             .timeout(Duration::from_secs(60));
-        req = match auth {
-            Auth::None => req,
-            Auth::Admin => req.bearer_auth(API_KEY),
-            Auth::Bearer(token) => req.bearer_auth(token),
-        };
-        let resp = req.send().await.unwrap();
+        let resp = auth.apply(req).send().await.unwrap();
         let status = resp.status();
         (status, resp.bytes().await.unwrap().to_vec())
     }
