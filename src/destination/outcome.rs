@@ -33,6 +33,24 @@ pub enum AttemptCode {
     /// The request could not be built from the destination (bad URL, unusable secret). Not
     /// sent; retrying will not help until the destination is fixed.
     InvalidRequest,
+    /// A destination without HTTP statuses (a broker, a queue, a bucket) took the event.
+    Ok,
+    /// The service refused the destination's credentials (wrong user or password, unknown
+    /// or invalid key). Permanent until the destination's credentials change.
+    AuthFailed,
+    /// The credentials are valid but may not publish where the config points. Permanent
+    /// until the destination changes.
+    AccessDenied,
+    /// What the config names (exchange, queue, stream, bucket, subject's stream) does not
+    /// exist. Retried: it may be created before the retries run out.
+    NotFound,
+    /// The service asked to slow down (throughput or rate exceeded). Retried.
+    Throttled,
+    /// The service refused this message (too large, invalid for it). Permanent for this
+    /// event: sending the same bytes again gets the same answer.
+    Rejected,
+    /// Any other failure the service reported (a channel closed, an internal error). Retried.
+    ServiceError,
 }
 
 impl AttemptCode {
@@ -49,7 +67,11 @@ impl AttemptCode {
     pub fn is_permanent(self) -> bool {
         matches!(
             self,
-            AttemptCode::BlockedAddress | AttemptCode::InvalidRequest
+            AttemptCode::BlockedAddress
+                | AttemptCode::InvalidRequest
+                | AttemptCode::AuthFailed
+                | AttemptCode::AccessDenied
+                | AttemptCode::Rejected
         )
     }
 
@@ -64,6 +86,13 @@ impl AttemptCode {
             AttemptCode::NetworkError => "network_error",
             AttemptCode::BlockedAddress => "blocked_address",
             AttemptCode::InvalidRequest => "invalid_request",
+            AttemptCode::Ok => "OK",
+            AttemptCode::AuthFailed => "auth_failed",
+            AttemptCode::AccessDenied => "access_denied",
+            AttemptCode::NotFound => "not_found",
+            AttemptCode::Throttled => "throttled",
+            AttemptCode::Rejected => "rejected",
+            AttemptCode::ServiceError => "service_error",
         })
     }
 }
@@ -101,6 +130,13 @@ impl FromStr for AttemptCode {
             AttemptCode::NetworkError,
             AttemptCode::BlockedAddress,
             AttemptCode::InvalidRequest,
+            AttemptCode::Ok,
+            AttemptCode::AuthFailed,
+            AttemptCode::AccessDenied,
+            AttemptCode::NotFound,
+            AttemptCode::Throttled,
+            AttemptCode::Rejected,
+            AttemptCode::ServiceError,
         ]
         .into_iter()
         .find(|code| code.name() == Some(s))
@@ -153,6 +189,33 @@ impl Outcome {
         }
     }
 
+    /// Taken by a service without HTTP statuses: code `OK`, with what the service answered
+    /// (a message id, a sequence) as `response_data`.
+    pub fn accepted(response_data: serde_json::Value, sent_at: DateTime<Utc>) -> Outcome {
+        Outcome {
+            success: true,
+            code: AttemptCode::Ok,
+            retry_after: None,
+            error: None,
+            response_data,
+            sent_at,
+            duration: elapsed_since(sent_at),
+        }
+    }
+
+    /// Sent (or tried) and failed with `code`; `message` says what the service answered.
+    pub fn failed(code: AttemptCode, message: String, sent_at: DateTime<Utc>) -> Outcome {
+        Outcome {
+            success: false,
+            code,
+            retry_after: None,
+            response_data: json!({ "error": message }),
+            error: Some(message),
+            sent_at,
+            duration: elapsed_since(sent_at),
+        }
+    }
+
     pub fn class(&self) -> OutcomeClass {
         if self.success {
             OutcomeClass::Delivered
@@ -162,6 +225,10 @@ impl Outcome {
             OutcomeClass::Retryable
         }
     }
+}
+
+fn elapsed_since(start: DateTime<Utc>) -> Duration {
+    (Utc::now() - start).to_std().unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -181,6 +248,13 @@ mod tests {
             (AttemptCode::NetworkError, "network_error"),
             (AttemptCode::BlockedAddress, "blocked_address"),
             (AttemptCode::InvalidRequest, "invalid_request"),
+            (AttemptCode::Ok, "OK"),
+            (AttemptCode::AuthFailed, "auth_failed"),
+            (AttemptCode::AccessDenied, "access_denied"),
+            (AttemptCode::NotFound, "not_found"),
+            (AttemptCode::Throttled, "throttled"),
+            (AttemptCode::Rejected, "rejected"),
+            (AttemptCode::ServiceError, "service_error"),
         ];
         for (code, text) in codes {
             assert_eq!(code.to_string(), text);
@@ -191,9 +265,14 @@ mod tests {
     }
 
     #[test]
-    fn only_guard_and_request_failures_are_permanent() {
+    fn only_failures_a_retry_cannot_fix_are_permanent() {
         assert!(AttemptCode::BlockedAddress.is_permanent());
         assert!(AttemptCode::InvalidRequest.is_permanent());
+        assert!(AttemptCode::AuthFailed.is_permanent());
+        assert!(AttemptCode::Rejected.is_permanent());
+        assert!(!AttemptCode::NotFound.is_permanent());
+        assert!(!AttemptCode::Throttled.is_permanent());
+        assert!(!AttemptCode::ServiceError.is_permanent());
         assert!(!AttemptCode::Status(400).is_permanent());
         assert!(!AttemptCode::DnsError.is_permanent());
     }

@@ -3,6 +3,7 @@
 mod aggregates;
 mod api;
 mod delivery;
+mod destinations;
 mod store;
 mod support;
 

@@ -1,0 +1,1 @@
+//! aws destinations against the real service: filled by the aws type's work.

@@ -1,0 +1,1 @@
+//! nats destinations against the real service: filled by the nats type's work.

@@ -1,0 +1,1 @@
+//! rabbitmq destinations against the real service: filled by the rabbitmq type's work.
