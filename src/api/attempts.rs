@@ -62,7 +62,7 @@ pub struct AttemptView {
     attempt_number: u32,
     manual: bool,
     /// jetpost delivers to webhooks only.
-    destination_type: &'static str,
+    destination_type: String,
     event_id: String,
     destination_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,8 +136,7 @@ impl AttemptView {
             code: a.code,
             attempt_number: a.attempt_number,
             manual: a.manual,
-            // Attempts do not keep their destination's type, and webhook is the only one.
-            destination_type: crate::destination::webhook::TYPE,
+            destination_type: a.destination_type,
             event_id: a.event_id,
             destination_id: a.destination_id,
             event,

@@ -91,6 +91,7 @@ pub fn served_event(data: &str) -> Option<Vec<String>> {
         code: "200".to_owned(),
         response_data: None,
         time: Utc::now(),
+        destination_type: "webhook".to_owned(),
     };
     let operator = serde_json::to_string(&EventPayload::of(&event)).ok()?;
     let view = EventView::of(event, true).ok()?;

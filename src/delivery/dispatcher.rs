@@ -707,6 +707,7 @@ async fn attempt(
         code: new_attempt.code,
         response_data: new_attempt.response_data,
         time: new_attempt.time,
+        destination_type: destination.kind.clone(),
     };
     after_attempt(shared, &event, destination, &stored, recorded, verdict).await;
 }

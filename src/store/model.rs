@@ -345,6 +345,8 @@ pub struct Attempt {
     pub code: String,
     pub response_data: Option<serde_json::Value>,
     pub time: DateTime<Utc>,
+    /// The destination's type (`webhook`, `rabbitmq`, …), read from the destination.
+    pub destination_type: String,
 }
 
 /// Narrows `list_attempts`; empty lists match everything.

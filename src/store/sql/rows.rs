@@ -45,7 +45,9 @@ macro_rules! delivery_columns {
 macro_rules! attempt_columns {
     () => {
         "id, tenant_id, event_id, destination_id, delivery_id, attempt_number, manual, status, \
-         code, response_data, time"
+         code, response_data, time, \
+         (SELECT t.type FROM destinations t WHERE t.tenant_id = attempts.tenant_id \
+          AND t.id = attempts.destination_id) AS destination_type"
     };
 }
 
@@ -212,6 +214,8 @@ pub(crate) fn attempt(r: &impl RowExt) -> Result<Attempt> {
         code: r.text("code")?,
         response_data: opt_json("response_data", r.opt_text("response_data")?)?,
         time: r.time("time")?,
+        // Destination rows are kept (soft-deleted), so the type is always there.
+        destination_type: r.opt_text("destination_type")?.unwrap_or_default(),
     })
 }
 
