@@ -58,11 +58,14 @@ pub async fn run(
     let metrics = crate::telemetry::metrics().clone();
     tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
 
-    let destinations = Registry::builtin(WebhookProvider::new(
-        &config.destinations.webhook,
-        config.delivery_timeout(),
-        env!("CARGO_PKG_VERSION"),
-    )?);
+    let destinations = Registry::builtin(
+        WebhookProvider::new(
+            &config.destinations.webhook,
+            config.delivery_timeout(),
+            env!("CARGO_PKG_VERSION"),
+        )?,
+        &config.destinations,
+    );
     let dispatcher = Dispatcher::start(
         store.clone(),
         destinations.clone(),

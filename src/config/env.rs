@@ -176,6 +176,17 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
         &mut webhook.block_private_ips,
     );
 
+    let hookdeck = &mut c.destinations.hookdeck;
+    let (mut api_url, mut events_url) = (None, None);
+    r.string("DESTINATIONS_HOOKDECK_API_URL", &mut api_url);
+    r.string("DESTINATIONS_HOOKDECK_EVENTS_URL", &mut events_url);
+    if let Some(url) = api_url {
+        hookdeck.api_url = url;
+    }
+    if let Some(url) = events_url {
+        hookdeck.events_url = url;
+    }
+
     r.string("PORTAL_PROXY_URL", &mut c.portal.proxy_url);
 
     let mut log_level = None;

@@ -200,6 +200,26 @@ impl TryFrom<RawOperatorEvents> for OperatorEventsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DestinationsConfig {
     pub webhook: WebhookConfig,
+    pub hookdeck: HookdeckConfig,
+}
+
+/// Where the `hookdeck` type reaches Hookdeck: its API (token verification at destination
+/// write) and its event ingestion host (where events are published). Hookdeck's own hosts by
+/// default; set them to reach a Hookdeck-compatible endpoint (a local one in tests).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookdeckConfig {
+    pub api_url: String,
+    pub events_url: String,
+}
+
+impl Default for HookdeckConfig {
+    fn default() -> Self {
+        HookdeckConfig {
+            api_url: "https://api.hookdeck.com".to_owned(),
+            events_url: "https://hkdk.events".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -25,6 +25,7 @@ pub(super) fn problems(c: &Config) -> Vec<ConfigError> {
     topics("topics", Some("TOPICS"), &c.topics, &mut p);
     operator_events(c, &mut p);
     webhook(c, &mut p);
+    hookdeck(c, &mut p);
     logging(c, &mut p);
     nats(c, &mut p);
     p.0
@@ -282,6 +283,32 @@ fn operator_events(c: &Config, p: &mut Problems) {
              (OPERATOR_EVENTS_HTTP_URL) or remove the topics",
         ),
         None => {}
+    }
+}
+
+fn hookdeck(c: &Config, p: &mut Problems) {
+    let hookdeck = &c.destinations.hookdeck;
+    for (key, env, url) in [
+        (
+            "destinations.hookdeck.api_url",
+            "DESTINATIONS_HOOKDECK_API_URL",
+            &hookdeck.api_url,
+        ),
+        (
+            "destinations.hookdeck.events_url",
+            "DESTINATIONS_HOOKDECK_EVENTS_URL",
+            &hookdeck.events_url,
+        ),
+    ] {
+        let usable = reqwest::Url::parse(url)
+            .is_ok_and(|u| is_http_url(&u) && u.query().is_none() && u.fragment().is_none());
+        if !usable {
+            p.push(
+                key,
+                Some(env),
+                format!("{url:?} is not an absolute http:// or https:// URL without a query"),
+            );
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use crate::store::{Destination, Event};
 
+pub mod hookdeck;
 pub mod outcome;
 mod registry;
 pub mod webhook;
@@ -62,6 +63,19 @@ pub trait DestinationType: Send + Sync {
     /// what), or the problems, each naming its field.
     fn prepare_credentials(&self, write: CredentialsWrite<'_>) -> Result<Fields, Vec<String>>;
 
+    /// Completes a write that passed validation, where the type asks its service: the
+    /// config to store (e.g. what the service says about the credentials), or the problems,
+    /// each naming its field. `original` holds the stored credentials on update. By default
+    /// the config is kept as sent.
+    fn resolve_config<'a>(
+        &'a self,
+        config: Fields,
+        _credentials: &'a Fields,
+        _original: Option<&'a Fields>,
+    ) -> BoxFuture<'a, Result<Fields, Vec<String>>> {
+        Box::pin(async move { Ok(config) })
+    }
+
     /// The credentials as API responses show them. By default every value is masked.
     fn displayed_credentials(&self, credentials: &Fields, _now: DateTime<Utc>) -> Fields {
         masked(credentials)
@@ -85,6 +99,31 @@ pub trait Publisher: Send + Sync {
     /// attempts in flight may still hold it. Types with a per-destination connection close
     /// it here; the default has nothing to close.
     fn close(&self) {}
+}
+
+/// What every type sends beside the event's data (as headers, attributes or object
+/// metadata): `timestamp` (RFC 3339, `sent_at`), `event-id` and `topic`, overridden by the
+/// destination's `delivery_metadata`, overridden by the event's `metadata` (Outpost's order).
+pub fn message_metadata(
+    event: &Event,
+    destination: &Destination,
+    sent_at: DateTime<Utc>,
+) -> Fields {
+    let mut fields = Fields::from([
+        (
+            "timestamp".to_owned(),
+            sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        ("event-id".to_owned(), event.id.clone()),
+        ("topic".to_owned(), event.topic.clone()),
+    ]);
+    for layer in [&destination.delivery_metadata, &event.metadata]
+        .into_iter()
+        .flatten()
+    {
+        fields.extend(layer.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    fields
 }
 
 /// Every value masked (`obfuscate`).

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::hookdeck::{self, HookdeckType};
 use super::webhook::{self, WebhookProvider, WebhookType};
 use super::{DestinationType, Publisher};
+use crate::config::DestinationsConfig;
 use crate::store::Destination;
 
 /// The names of the built-in types (those `builtin` registers), for checks that run before a
 /// registry is at hand: parsing a request body.
-pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE];
+pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE, hookdeck::TYPE];
 
 /// The types and the opened publishers. Cheap to clone; the API and the dispatcher share one.
 #[derive(Clone)]
@@ -47,9 +49,13 @@ impl Registry {
         }))
     }
 
-    /// The types this build delivers to, their clients given.
-    pub fn builtin(webhook: WebhookProvider) -> Registry {
-        Registry::new(vec![Arc::new(WebhookType::new(webhook))])
+    /// The types this build delivers to, with the webhook client and the server's
+    /// destination settings.
+    pub fn builtin(webhook: WebhookProvider, config: &DestinationsConfig) -> Registry {
+        Registry::new(vec![
+            Arc::new(WebhookType::new(webhook.clone())),
+            Arc::new(HookdeckType::new(&config.hookdeck, webhook)),
+        ])
     }
 
     /// The type named `name`.
@@ -155,7 +161,7 @@ impl Registry {
 
 impl From<WebhookProvider> for Registry {
     fn from(webhook: WebhookProvider) -> Registry {
-        Registry::builtin(webhook)
+        Registry::builtin(webhook, &DestinationsConfig::default())
     }
 }
 
@@ -315,18 +321,18 @@ mod tests {
     fn builtin_types_are_the_ones_request_parsing_accepts() {
         let provider = WebhookProvider::new(&Default::default(), Duration::from_secs(1), "test")
             .expect("webhook client");
-        let registry = Registry::builtin(provider);
+        let registry = Registry::builtin(provider, &Default::default());
         let names: Vec<&str> = registry.types().map(|t| t.name()).collect();
         assert_eq!(names, BUILTIN_TYPES);
-        assert_eq!(
-            registry
-                .publisher(&destination("t", "d", "aws_sqs"))
-                .err()
-                .unwrap(),
-            format!(
-                "destination type \"aws_sqs\" is not supported; this server delivers to {:?}",
-                webhook::TYPE
-            )
+        let refused = registry
+            .publisher(&destination("t", "d", "kafka"))
+            .err()
+            .unwrap();
+        assert!(
+            refused.starts_with(
+                "destination type \"kafka\" is not supported; this server delivers to \"webhook\""
+            ),
+            "{refused}"
         );
     }
 }

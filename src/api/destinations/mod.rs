@@ -167,6 +167,10 @@ pub async fn create(
             now,
         })
         .map_err(ApiError::validation)?;
+    let config = kind
+        .resolve_config(req.config, &credentials, None)
+        .await
+        .map_err(ApiError::validation)?;
 
     let max = ctx.state.config.max_destinations_per_tenant;
     if ctx.state.store.count_destinations(&tenant.id).await? >= u64::from(max) {
@@ -181,7 +185,7 @@ pub async fn create(
         kind: req.kind,
         topics: req.topics,
         filter: req.filter,
-        config: req.config,
+        config,
         credentials: Credentials(credentials),
         delivery_metadata: req.delivery_metadata,
         metadata: req.metadata,
@@ -289,6 +293,10 @@ pub async fn update(
             return Err(ApiError::validation(problems));
         }
     }
+    let config = kind
+        .resolve_config(config, &credentials, Some(&original.credentials.0))
+        .await
+        .map_err(ApiError::validation)?;
     let filter = match patch.filter {
         Patch::Absent => original.filter.clone(),
         Patch::Null => None,
@@ -453,6 +461,7 @@ mod tests {
     fn view_has_outposts_required_fields() {
         let types = Registry::builtin(
             WebhookProvider::new(&Default::default(), Duration::from_secs(1), "test").unwrap(),
+            &Default::default(),
         );
         let v = serde_json::to_value(DestinationView::of(destination(&["*"]), Utc::now(), &types))
             .unwrap();

@@ -151,11 +151,26 @@ impl WebhookProvider {
             Err(message) => return fail(AttemptCode::InvalidRequest, message),
         };
 
+        self.post(url, headers, request.body.clone(), sent_at, started)
+            .await
+    }
+
+    /// POSTs `body` with exactly `headers` to `url` and reports what happened: the status,
+    /// the kept headers and the body up to the cap, or the classified failure. `sent_at` and
+    /// `started` are when the attempt began.
+    pub(crate) async fn post(
+        &self,
+        url: Url,
+        headers: HeaderMap,
+        body: Bytes,
+        sent_at: DateTime<Utc>,
+        started: Instant,
+    ) -> AttemptResult {
         let response = self
             .client
             .post(url)
             .headers(headers)
-            .body(request.body.clone())
+            .body(body)
             .send()
             .await;
         let mut response = match response {
@@ -168,7 +183,16 @@ impl WebhookProvider {
                     }
                     _ => message,
                 };
-                return fail(code, message);
+                return AttemptResult {
+                    success: false,
+                    code,
+                    response_body: String::new(),
+                    response_headers: Vec::new(),
+                    retry_after: None,
+                    error: Some(message),
+                    sent_at,
+                    duration: started.elapsed(),
+                };
             }
         };
 
@@ -186,6 +210,12 @@ impl WebhookProvider {
             sent_at,
             duration: started.elapsed(),
         }
+    }
+
+    /// The HTTP client, for requests that are not attempts (a type checking its credentials
+    /// with its service at API write).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// The URL to post to, refused when malformed or (with the guard on) a literal
