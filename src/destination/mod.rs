@@ -18,7 +18,7 @@ mod registry;
 pub mod webhook;
 
 pub use outcome::{AttemptCode, Outcome, OutcomeClass, UnknownAttemptCode};
-pub use registry::{BUILTIN_TYPES, IDLE_CLOSE, Registry};
+pub use registry::{BUILTIN_TYPES, IDLE_CLOSE, Registry, UNAVAILABLE_TYPES};
 
 /// A destination's `config` or `credentials`: Outpost keeps both as maps of strings.
 pub type Fields = BTreeMap<String, String>;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::super::body::{Fields, Patch, present};
 use super::super::error::ApiResult;
-use crate::destination::BUILTIN_TYPES;
+use crate::destination::{BUILTIN_TYPES, UNAVAILABLE_TYPES};
 use crate::event::{Filter, TopicRules, check_id, check_metadata, topics_from_json};
 
 type MapPatch = Patch<BTreeMap<String, Option<String>>>;
@@ -138,14 +138,18 @@ pub fn update(
 }
 
 fn check_kind(f: &mut Fields<'_>, kind: Option<&str>) {
-    if let Some(kind) = kind
-        && !BUILTIN_TYPES.contains(&kind)
-    {
-        let known: Vec<String> = BUILTIN_TYPES.iter().map(|t| format!("{t:?}")).collect();
-        f.fail(format!(
-            "type {kind:?} is not supported: jetpost delivers to {} destinations only",
-            known.join(", ")
-        ));
+    let Some(kind) = kind.filter(|kind| !BUILTIN_TYPES.contains(kind)) else {
+        return;
+    };
+    let known: Vec<String> = BUILTIN_TYPES.iter().map(|t| format!("{t:?}")).collect();
+    let known = known.join(", ");
+    match UNAVAILABLE_TYPES.iter().find(|(name, _)| *name == kind) {
+        Some((_, why)) => f.fail(format!(
+            "type {kind:?} is not available in this build ({why}); it delivers to {known}"
+        )),
+        None => f.fail(format!(
+            "type {kind:?} is not supported: jetpost delivers to {known} destinations only"
+        )),
     }
 }
 
@@ -261,6 +265,13 @@ mod tests {
         let m = messages(err);
         assert_eq!(m.len(), 4, "{m:?}");
         assert!(m[0].starts_with("type \"sqs\" is not supported"));
+        let kafka = object(json!({"type": "kafka", "topics": "*"}));
+        let refused = messages(create(&kafka, &rules, Utc::now()).unwrap_err());
+        assert!(
+            refused[0]
+                .starts_with("type \"kafka\" is not available in this build (no Kafka broker"),
+            "{refused:?}"
+        );
         assert!(m[1].starts_with("topics: topic \"user.created\""));
         assert!(
             m[2].starts_with("filter at \"data\": unknown operator"),
