@@ -26,9 +26,13 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 base="http://127.0.0.1:$port"
 api_key="api-fuzz-admin-key"
 
+# Hookdeck's hosts point at a closed local port: fuzzed hookdeck destinations are refused at
+# once instead of reaching out to the internet.
 API_PORT="$port" API_KEY="$api_key" API_JWT_SECRET="api-fuzz-jwt-secret" \
   AES_ENCRYPTION_SECRET="api-fuzz-aes-secret" DATABASE_URL="sqlite://$out/data/jetpost.db" \
-  LOG_LEVEL=warn "$root/target/debug/jetpost" serve >"$out/serve.log" 2>&1 &
+  LOG_LEVEL=warn DESTINATIONS_HOOKDECK_API_URL="http://127.0.0.1:9" \
+  DESTINATIONS_HOOKDECK_EVENTS_URL="http://127.0.0.1:9" \
+  "$root/target/debug/jetpost" serve >"$out/serve.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 
