@@ -12,7 +12,11 @@ use futures::future::BoxFuture;
 
 use crate::store::{Destination, Event};
 
+pub mod dial;
+pub mod metadata;
+pub mod nats;
 pub mod outcome;
+pub mod rabbitmq;
 mod registry;
 pub mod webhook;
 

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::nats::{self, NatsType};
+use super::rabbitmq::{self, RabbitMqType};
 use super::webhook::{self, WebhookProvider, WebhookType};
 use super::{DestinationType, Publisher};
 use crate::store::Destination;
 
 /// The names of the built-in types (those `builtin` registers), for checks that run before a
 /// registry is at hand: parsing a request body.
-pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE];
+pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE, rabbitmq::TYPE, nats::TYPE];
 
 /// The types and the opened publishers. Cheap to clone; the API and the dispatcher share one.
 #[derive(Clone)]
@@ -49,7 +51,13 @@ impl Registry {
 
     /// The types this build delivers to, their clients given.
     pub fn builtin(webhook: WebhookProvider) -> Registry {
-        Registry::new(vec![Arc::new(WebhookType::new(webhook))])
+        let block_private_ips = webhook.settings().block_private_ips;
+        let timeout = webhook.timeout();
+        Registry::new(vec![
+            Arc::new(WebhookType::new(webhook)),
+            Arc::new(RabbitMqType::new(block_private_ips, timeout)),
+            Arc::new(NatsType::new(block_private_ips, timeout)),
+        ])
     }
 
     /// The type named `name`.
@@ -324,8 +332,11 @@ mod tests {
                 .err()
                 .unwrap(),
             format!(
-                "destination type \"aws_sqs\" is not supported; this server delivers to {:?}",
-                webhook::TYPE
+                "destination type \"aws_sqs\" is not supported; this server delivers to {:?}, \
+                 {:?}, {:?}",
+                webhook::TYPE,
+                rabbitmq::TYPE,
+                nats::TYPE
             )
         );
     }
