@@ -19,8 +19,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 use sha2::Sha256;
 
+use super::metadata::message_metadata;
 use super::webhook::WebhookProvider;
-use super::{CredentialsWrite, DestinationType, Fields, Outcome, Publisher, message_metadata};
+use super::{CredentialsWrite, DestinationType, Fields, Outcome, Publisher};
 use crate::config::HookdeckConfig;
 use crate::store::{Destination, Event};
 
@@ -224,7 +225,7 @@ impl DestinationType for HookdeckType {
             http: self.http.clone(),
             url,
             token: token.text,
-            destination: destination.clone(),
+            delivery_metadata: destination.delivery_metadata.clone().unwrap_or_default(),
         }))
     }
 }
@@ -234,14 +235,13 @@ struct OpenedHookdeck {
     http: WebhookProvider,
     url: Url,
     token: String,
-    /// For its `delivery_metadata`.
-    destination: Destination,
+    delivery_metadata: Fields,
 }
 
 impl OpenedHookdeck {
     fn headers(&self, event: &Event, body: &[u8], sent_at: chrono::DateTime<Utc>) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        for (key, value) in message_metadata(event, &self.destination, sent_at) {
+        for (key, value) in message_metadata(event, &self.delivery_metadata, sent_at) {
             let name = HeaderName::from_bytes(format!("{METADATA_PREFIX}{key}").as_bytes());
             match (name, HeaderValue::from_str(&value)) {
                 (Ok(name), Ok(value)) => {

@@ -12,8 +12,12 @@ use futures::future::BoxFuture;
 
 use crate::store::{Destination, Event};
 
+pub mod dial;
 pub mod hookdeck;
+pub mod metadata;
+pub mod nats;
 pub mod outcome;
+pub mod rabbitmq;
 mod registry;
 pub mod webhook;
 
@@ -99,31 +103,6 @@ pub trait Publisher: Send + Sync {
     /// attempts in flight may still hold it. Types with a per-destination connection close
     /// it here; the default has nothing to close.
     fn close(&self) {}
-}
-
-/// What every type sends beside the event's data (as headers, attributes or object
-/// metadata): `timestamp` (RFC 3339, `sent_at`), `event-id` and `topic`, overridden by the
-/// destination's `delivery_metadata`, overridden by the event's `metadata` (Outpost's order).
-pub fn message_metadata(
-    event: &Event,
-    destination: &Destination,
-    sent_at: DateTime<Utc>,
-) -> Fields {
-    let mut fields = Fields::from([
-        (
-            "timestamp".to_owned(),
-            sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-        ("event-id".to_owned(), event.id.clone()),
-        ("topic".to_owned(), event.topic.clone()),
-    ]);
-    for layer in [&destination.delivery_metadata, &event.metadata]
-        .into_iter()
-        .flatten()
-    {
-        fields.extend(layer.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    fields
 }
 
 /// Every value masked (`obfuscate`).

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::hookdeck::{self, HookdeckType};
+use super::nats::{self, NatsType};
+use super::rabbitmq::{self, RabbitMqType};
 use super::webhook::{self, WebhookProvider, WebhookType};
 use super::{DestinationType, Publisher};
 use crate::config::DestinationsConfig;
@@ -17,7 +19,7 @@ use crate::store::Destination;
 
 /// The names of the built-in types (those `builtin` registers), for checks that run before a
 /// registry is at hand: parsing a request body.
-pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE, hookdeck::TYPE];
+pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE, hookdeck::TYPE, rabbitmq::TYPE, nats::TYPE];
 
 /// Outpost's types this build does not ship, with why: a type ships only with tests against a
 /// real instance of its service, and these have none that installs from the registries this
@@ -73,9 +75,13 @@ impl Registry {
     /// The types this build delivers to, with the webhook client and the server's
     /// destination settings.
     pub fn builtin(webhook: WebhookProvider, config: &DestinationsConfig) -> Registry {
+        let block_private_ips = webhook.settings().block_private_ips;
+        let timeout = webhook.timeout();
         Registry::new(vec![
             Arc::new(WebhookType::new(webhook.clone())),
             Arc::new(HookdeckType::new(&config.hookdeck, webhook)),
+            Arc::new(RabbitMqType::new(block_private_ips, timeout)),
+            Arc::new(NatsType::new(block_private_ips, timeout)),
         ])
     }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
+    /// Connections being forwarded now.
+    live: Arc<AtomicUsize>,
     /// Cancelled to cut the connections of the current generation.
     generation: Arc<std::sync::Mutex<CancellationToken>>,
     stop: CancellationToken,
@@ -23,11 +25,13 @@ impl Proxy {
         let proxy = Proxy {
             addr: listener.local_addr().unwrap(),
             up: Arc::new(AtomicBool::new(true)),
+            live: Arc::default(),
             generation: Arc::default(),
             stop: CancellationToken::new(),
         };
-        let (up, generation, stop) = (
+        let (up, live, generation, stop) = (
             proxy.up.clone(),
+            proxy.live.clone(),
             proxy.generation.clone(),
             proxy.stop.clone(),
         );
@@ -45,7 +49,10 @@ impl Proxy {
                     continue;
                 }
                 let cut = generation.lock().unwrap().clone();
+                let live = live.clone();
                 tokio::spawn(async move {
+                    live.fetch_add(1, Ordering::SeqCst);
+                    let _counted = Counted(live);
                     let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
@@ -57,6 +64,12 @@ impl Proxy {
             }
         });
         proxy
+    }
+
+    /// How many connections are being forwarded now (a client's connection counts until
+    /// either side closes it).
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
     }
 
     pub fn port(&self) -> u16 {
@@ -73,6 +86,15 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Counts one forwarded connection down when its task ends, however it ends.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
