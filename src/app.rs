@@ -7,15 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::api::{self, ApiState, ServeLimits};
 use crate::config::Config;
-use crate::delivery::{Dispatcher, DispatcherOptions};
+use crate::delivery::{Dispatcher, DispatcherOptions, Inbox};
 use crate::destination::Registry;
 use crate::destination::webhook::WebhookProvider;
 use crate::event::TopicRules;
 use crate::ingest::{Ingest, IngestOptions};
+use crate::routing::{RoutingCache, follow_replicas};
 use crate::source::IngestSink;
 use crate::source::nats::{NatsSource, NatsSourceConfig};
 use crate::store::{BackendKind, Store};
@@ -38,6 +39,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let store = connect_store(&config, migrations).await?;
+    let background = CancellationToken::new();
+    // Routing follows this process's writes by itself; other replicas' need a listener.
+    let routing = Arc::new(RoutingCache::new(store.clone()));
+    let routing_feed = tokio::spawn(follow_replicas(routing.clone(), background.clone()));
+    let metrics = crate::telemetry::metrics().clone();
+    tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
+
+    // The dispatcher's inbound side first, so ingest and the API can hold on to it.
+    let inbox = Inbox::new(DispatcherOptions::from_config(&config));
+    let deliveries_ready = inbox.deliveries_queued();
     let ingest = Arc::new(Ingest::new(
         store.clone(),
         IngestOptions {
@@ -48,16 +59,9 @@ pub async fn run(
             },
             max_batch: 256,
         },
+        routing,
+        inbox.handoff(),
     ));
-    let background = CancellationToken::new();
-    let routing_feed = tokio::spawn(follow_routing_changes(
-        store.clone(),
-        ingest.clone(),
-        background.clone(),
-    ));
-    let metrics = crate::telemetry::metrics().clone();
-    tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
-
     let destinations = Registry::builtin(
         WebhookProvider::new(
             &config.destinations.webhook,
@@ -66,16 +70,7 @@ pub async fn run(
         )?,
         &config.destinations,
     );
-    let dispatcher = Dispatcher::start(
-        store.clone(),
-        destinations.clone(),
-        DispatcherOptions {
-            routing: Some(ingest.routing().clone()),
-            ..DispatcherOptions::from_config(&config)
-        },
-        ingest.deliveries_committed(),
-    )?;
-    ingest.hand_off_to(dispatcher.handoff());
+    let dispatcher = Dispatcher::start(store.clone(), destinations.clone(), inbox)?;
 
     let source = match NatsSourceConfig::from_config(&config).map_err(anyhow::Error::msg)? {
         Some(nats) => {
@@ -94,7 +89,7 @@ pub async fn run(
         ingest: ingest.clone(),
         accounts: source.as_ref().map(|s| s.status().clone()),
         metrics,
-        deliveries_ready: ingest.deliveries_committed(),
+        deliveries_ready,
         dispatcher: dispatcher.health(),
         destinations,
     };
@@ -151,41 +146,6 @@ async fn connect_store(config: &Config, migrations: Migrations) -> anyhow::Resul
         Migrations::Require => store.check_migrated().await?,
     }
     Ok(store)
-}
-
-/// Keeps the routing cache in step with writes made by other replicas (Postgres LISTEN/NOTIFY).
-async fn follow_routing_changes(store: Store, ingest: Arc<Ingest>, stop: CancellationToken) {
-    loop {
-        let mut changes = match store.routing_changes().await {
-            Ok(Some(changes)) => changes,
-            Ok(None) => return, // SQLite: a single process, invalidated in place
-            Err(err) => {
-                warn!("cannot follow routing changes: {err}; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
-                }
-            }
-        };
-        // Anything may have changed while not listening.
-        ingest.routing().invalidate_all();
-        loop {
-            let change = tokio::select! {
-                _ = stop.cancelled() => return,
-                change = changes.next() => change,
-            };
-            match change {
-                Ok(crate::store::RoutingChange::Tenant(tenant)) => {
-                    ingest.routing().invalidate(&tenant)
-                }
-                Ok(crate::store::RoutingChange::Resync) => ingest.routing().invalidate_all(),
-                Err(err) => {
-                    error!("routing change feed failed: {err}; reconnecting");
-                    break;
-                }
-            }
-        }
-    }
 }
 
 async fn metrics_upkeep(

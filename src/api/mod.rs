@@ -70,14 +70,6 @@ pub(crate) struct Ctx {
     tokens: Option<TenantTokens>,
 }
 
-impl Ctx {
-    /// Drops the routing cache's entry for a tenant after a tenant or destination write, so
-    /// the next event sees the change.
-    fn routing_changed(&self, tenant_id: &str) {
-        self.state.ingest.routing().invalidate(tenant_id);
-    }
-}
-
 /// The whole HTTP surface.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.config.max_request_body_bytes;

@@ -131,7 +131,6 @@ pub async fn upsert(
         .store
         .upsert_tenant(&tenant_id, metadata.as_ref())
         .await?;
-    ctx.routing_changed(&tenant_id);
     let status = if upserted.created {
         StatusCode::CREATED
     } else {
@@ -156,7 +155,6 @@ pub async fn delete(
 ) -> ApiResult<Json<Value>> {
     let tenant = path_tenant(&ctx, &caller, &tenant_id).await?;
     ctx.state.store.delete_tenant(&tenant.id).await?;
-    ctx.routing_changed(&tenant.id);
     ctx.state.destinations.close_tenant(&tenant.id);
     Ok(Json(json!({"success": true})))
 }

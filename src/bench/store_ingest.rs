@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use super::db::{BenchDb, StoreChoice};
 use super::publish::event_body_for;
 use super::rig;
+use crate::delivery::Handoff;
 use crate::event::TopicRules;
 use crate::ingest::{Ingest, IngestOptions};
+use crate::routing::RoutingCache;
 use crate::store::BackendKind;
 
 const TENANT: &str = "store-bench";
@@ -33,6 +35,8 @@ pub async fn ingest_rate(choice: &StoreChoice, events: u64, tasks: usize) -> any
             },
             max_batch: 256,
         },
+        Arc::new(RoutingCache::new(store.clone())),
+        Handoff::nowhere(),
     ));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

@@ -2,25 +2,23 @@
 //! this one path: parsed and checked (permanent errors reject it), routed through the in-memory
 //! routing cache, and committed with one delivery row per matched destination by group commit.
 //! Only a committed event is acknowledged to its source. A delivery the dispatcher has room for
-//! is committed already leased to it and handed over in memory (`delivery::Handoff`); the rest
-//! are committed pending, for the dispatcher's claims.
+//! is committed already leased to it and handed over in memory (`delivery::Handoff`, the one tie
+//! to delivery); the rest are committed pending, for the dispatcher's claims.
 
 mod commit;
-pub mod routing;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use crate::delivery::{Handoff, Reserved};
+use crate::delivery::Handoff;
 use crate::event::{Event, TopicRules, check_id};
+use crate::routing::RoutingCache;
 use crate::source::{IngestSink, Outcome, SourceMessage};
-use crate::store::{self, Destination, InsertOutcome, NewEvent, Store};
+use crate::store::{self, InsertOutcome, NewEvent, Store};
 pub use commit::{CommitError, GroupCommit};
-pub use routing::RoutingCache;
 
 /// What became of an accepted event (Outpost's publish response, plus whether it was stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,42 +65,33 @@ pub struct IngestOptions {
 
 /// The ingest pipeline; shared by the NATS source (as its `IngestSink`) and the HTTP API.
 pub struct Ingest {
-    store: Store,
     topics: TopicRules,
     routing: Arc<RoutingCache>,
     commit: GroupCommit,
-    committed: Arc<Notify>,
-    handoff: OnceLock<Handoff>,
+    handoff: Handoff,
 }
 
 impl Ingest {
-    pub fn new(store: Store, options: IngestOptions) -> Ingest {
-        let committed = Arc::new(Notify::new());
-        let commit = GroupCommit::start(store.clone(), options.committers, options.max_batch);
+    /// Ingest on `store`, routing with `routing` (on the same store) and handing deliveries
+    /// over through `handoff` (`delivery::Inbox`).
+    pub fn new(
+        store: Store,
+        options: IngestOptions,
+        routing: Arc<RoutingCache>,
+        handoff: Handoff,
+    ) -> Ingest {
+        let commit = GroupCommit::start(store, options.committers, options.max_batch);
         Ingest {
-            store,
             topics: options.topics,
-            routing: Arc::new(RoutingCache::default()),
+            routing,
             commit,
-            committed,
-            handoff: OnceLock::new(),
+            handoff,
         }
     }
 
-    /// Hands deliveries the dispatcher has room for straight to it from now on (set once).
-    pub fn hand_off_to(&self, handoff: Handoff) {
-        let _ = self.handoff.set(handoff);
-    }
-
-    /// The routing cache, for invalidation by whoever writes tenants and destinations.
+    /// The routing cache events are routed with.
     pub fn routing(&self) -> &Arc<RoutingCache> {
         &self.routing
-    }
-
-    /// Notified after each commit that created pending deliveries: the dispatcher claims them
-    /// at once.
-    pub fn deliveries_committed(&self) -> Arc<Notify> {
-        self.committed.clone()
     }
 
     /// Validates, routes and commits one event (from HTTP: waiting at most `HANDOFF_WAIT_HTTP`
@@ -143,14 +132,10 @@ impl Ingest {
         };
         event.id = Some(id.clone());
         let time = *event.time.get_or_insert_with(chrono::Utc::now);
-        let destinations = self
-            .routing
-            .route(&self.store, &event)
-            .await
-            .map_err(|err| {
-                warn!(tenant = %event.tenant_id, event_id = %id, "routing failed: {err}");
-                IngestError::Unavailable(format!("the store is unavailable: {err}"))
-            })?;
+        let destinations = self.routing.route(&event).await.map_err(|err| {
+            warn!(tenant = %event.tenant_id, event_id = %id, "routing failed: {err}");
+            IngestError::Unavailable(format!("the store is unavailable: {err}"))
+        })?;
         let destination_ids: Vec<String> = destinations.iter().map(|d| d.id.clone()).collect();
         if destination_ids.is_empty() {
             metrics::counter!("jetpost_events_ingested_total", "routed" => "none").increment(1);
@@ -161,12 +146,11 @@ impl Ingest {
                 destination_ids,
             });
         }
-        let rooms = self.reserve(&event.tenant_id, destinations, wait).await;
-        let lease = self
-            .handoff
-            .get()
-            .filter(|_| !rooms.is_empty())
-            .map(|handoff| handoff.lease(rooms.iter().map(|(d, _)| d.id.clone()).collect()));
+        let deadline = tokio::time::Instant::now() + wait;
+        let reserved = (self.handoff)
+            .reserve(&event.tenant_id, destinations, deadline)
+            .await;
+        let lease = reserved.as_ref().map(|r| r.lease().clone());
         let metadata = (!event.metadata.is_empty()).then(|| event.metadata.clone());
         let new_event = NewEvent {
             tenant_id: event.tenant_id.clone(),
@@ -181,19 +165,16 @@ impl Ingest {
             lease,
         };
         // What the dispatcher needs of the event if some of its deliveries are handed over.
-        let handed = (new_event.lease.clone()).map(|lease| (stored_event(&new_event), lease));
+        let handed = reserved.map(|reserved| (stored_event(&new_event), reserved));
         match self.commit.commit(new_event).await {
             Ok(InsertOutcome::Inserted { leased }) => {
                 if leased.len() < destination_ids.len() {
-                    self.committed.notify_one();
+                    self.handoff.queued();
                 }
-                if let (Some(handoff), Some((mut event, lease))) = (self.handoff.get(), handed) {
+                if let Some((mut event, reserved)) = handed {
                     // Close to the store's own `created_at` (taken inside the commit).
                     event.created_at = chrono::Utc::now();
-                    for ((destination, room), delivery_id) in rooms.into_iter().zip(leased) {
-                        let destination = Destination::clone(&destination);
-                        handoff.start(delivery_id, &lease, event.clone(), destination, room);
-                    }
+                    reserved.start(event, leased);
                 }
                 metrics::counter!("jetpost_events_ingested_total", "routed" => "some").increment(1);
                 tracing::info!(tenant = %event.tenant_id, event_id = %id, destinations = destination_ids.len(), "event ingested");
@@ -221,28 +202,6 @@ impl Ingest {
                 )))
             }
         }
-    }
-}
-
-impl Ingest {
-    /// Room in the dispatcher for each destination it can take now or within `wait`.
-    async fn reserve(
-        &self,
-        tenant_id: &str,
-        destinations: Vec<Arc<Destination>>,
-        wait: Duration,
-    ) -> Vec<(Arc<Destination>, Reserved)> {
-        let Some(handoff) = self.handoff.get() else {
-            return Vec::new();
-        };
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut rooms = Vec::with_capacity(destinations.len());
-        for destination in destinations {
-            if let Some(room) = handoff.reserve(tenant_id, &destination.id, deadline).await {
-                rooms.push((destination, room));
-            }
-        }
-        rooms
     }
 }
 

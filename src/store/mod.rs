@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Sqlite};
 
+use self::changes::LocalChanges;
 use self::crypto::{CredentialCipher, destination_aad};
 use self::page::PagePlan;
 use self::sql::rows::SealedDestination;
@@ -28,7 +29,7 @@ pub use self::aggregate::{
     AttemptGroup, BucketUnit, EventAggregateFilter, EventAggregateQuery, EventDimension,
     EventGroup, Granularity,
 };
-pub use self::changes::{RoutingChange, RoutingChanges};
+pub use self::changes::{LocalFeed, RoutingChange, RoutingChanges};
 pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::group_commit::{GroupCommit, GroupCommitError};
 pub use self::migrations::MigrationInfo;
@@ -76,6 +77,8 @@ pub enum BackendKind {
 pub struct Store {
     db: Db,
     cipher: Option<Arc<CredentialCipher>>,
+    /// This process's tenant and destination writes, announced as they return.
+    changes: LocalChanges,
 }
 
 #[derive(Clone)]
@@ -131,7 +134,11 @@ impl Store {
         let cipher = aes_secret
             .filter(|s| !s.is_empty())
             .map(|s| Arc::new(CredentialCipher::new(s)));
-        Ok(Store { db, cipher })
+        Ok(Store {
+            db,
+            cipher,
+            changes: LocalChanges::new(),
+        })
     }
 
     pub fn backend(&self) -> BackendKind {
@@ -170,9 +177,21 @@ impl Store {
         on_db!(self, db => db.ping().await)
     }
 
+    /// Every tenant or destination write made through this handle or its clones, announced
+    /// before the write method returns: what a reader sees after a write includes it.
+    pub fn local_changes(&self) -> LocalFeed {
+        self.changes.subscribe()
+    }
+
+    /// Moves after every write `local_changes` announces: while it stays put, a subscriber has
+    /// nothing to take.
+    pub fn local_generation(&self) -> u64 {
+        self.changes.generation()
+    }
+
     /// Cross-replica notice of tenant and destination writes, for the routing cache (Postgres
-    /// LISTEN/NOTIFY, on a connection of its own). `None` on SQLite, where the one process
-    /// that writes also invalidates its cache.
+    /// LISTEN/NOTIFY, on a connection of its own; this process's own writes come back too).
+    /// `None` on SQLite, where one process owns the database and `local_changes` is all.
     pub async fn routing_changes(&self) -> Result<Option<RoutingChanges>> {
         match &self.db {
             Db::Sqlite(_) => Ok(None),
@@ -190,7 +209,9 @@ impl Store {
     /// Creates the tenant, or replaces its metadata. A deleted tenant comes back as new
     /// (`created: true`) without its old destinations.
     pub async fn upsert_tenant(&self, id: &str, metadata: Option<&Metadata>) -> Result<Upserted> {
-        on_db!(self, db => db.upsert_tenant(id, metadata).await)
+        let upserted = on_db!(self, db => db.upsert_tenant(id, metadata).await)?;
+        self.changes.announce(id);
+        Ok(upserted)
     }
 
     /// The tenant, unless it does not exist or was deleted.
@@ -215,7 +236,9 @@ impl Store {
     /// Soft-deletes the tenant and its destinations and cancels their pending deliveries;
     /// events and attempts stay. `NotFound` if absent or already deleted.
     pub async fn delete_tenant(&self, id: &str) -> Result<()> {
-        on_db!(self, db => db.delete_tenant(id).await)
+        on_db!(self, db => db.delete_tenant(id).await)?;
+        self.changes.announce(id);
+        Ok(())
     }
 
     // --- destinations ---
@@ -224,6 +247,7 @@ impl Store {
     pub async fn create_destination(&self, d: &NewDestination) -> Result<Destination> {
         let sealed = self.seal(d)?;
         let stored = on_db!(self, db => db.create_destination(d, sealed.as_deref()).await)?;
+        self.changes.announce(&d.tenant_id);
         self.open(stored)
     }
 
@@ -263,6 +287,7 @@ impl Store {
     pub async fn update_destination(&self, d: &NewDestination) -> Result<Destination> {
         let sealed = self.seal(d)?;
         let stored = on_db!(self, db => db.update_destination(d, sealed.as_deref()).await)?;
+        self.changes.announce(&d.tenant_id);
         self.open(stored)
     }
 
@@ -270,6 +295,7 @@ impl Store {
     /// deliveries; attempts in flight finish, their retries are cancelled.
     pub async fn disable_destination(&self, tenant_id: &str, id: &str) -> Result<Destination> {
         let stored = on_db!(self, db => db.disable_destination(tenant_id, id).await)?;
+        self.changes.announce(tenant_id);
         self.open(stored)
     }
 
@@ -277,13 +303,16 @@ impl Store {
     /// cancelled by the disable stay cancelled.
     pub async fn enable_destination(&self, tenant_id: &str, id: &str) -> Result<Destination> {
         let stored = on_db!(self, db => db.enable_destination(tenant_id, id).await)?;
+        self.changes.announce(tenant_id);
         self.open(stored)
     }
 
     /// Soft-deletes the destination (its id stays reserved) and cancels its pending
     /// deliveries. `NotFound` if absent or already deleted.
     pub async fn delete_destination(&self, tenant_id: &str, id: &str) -> Result<()> {
-        on_db!(self, db => db.delete_destination(tenant_id, id).await)
+        on_db!(self, db => db.delete_destination(tenant_id, id).await)?;
+        self.changes.announce(tenant_id);
+        Ok(())
     }
 
     /// Sets the given timestamps (Outpost's import fields) and returns the destination.
@@ -295,6 +324,7 @@ impl Store {
         times: &DestinationTimes,
     ) -> Result<Destination> {
         let stored = on_db!(self, db => db.set_destination_times(tenant_id, id, times).await)?;
+        self.changes.announce(tenant_id);
         self.open(stored)
     }
 

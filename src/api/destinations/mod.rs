@@ -200,14 +200,12 @@ pub async fn create(
             ErrorKind::Conflict => ApiError::bad_request(err.to_string()),
             _ => err.into(),
         })?;
-    ctx.routing_changed(&tenant.id);
     if req.disabled_at.is_some() {
         created = ctx
             .state
             .store
             .disable_destination(&tenant.id, &created.id)
             .await?;
-        ctx.routing_changed(&tenant.id);
     }
     if req.created_at.is_some() || req.updated_at.is_some() || req.disabled_at.is_some() {
         let created_at = req.created_at;
@@ -323,19 +321,16 @@ pub async fn update(
     };
     let store = &ctx.state.store;
     let mut updated = store.update_destination(&new).await?;
-    ctx.routing_changed(&tenant.id);
     match patch.disabled_at {
         Patch::Absent => {}
         Patch::Null => {
             if updated.disabled_at.is_some() {
                 updated = store.enable_destination(&tenant.id, &updated.id).await?;
-                ctx.routing_changed(&tenant.id);
             }
         }
         Patch::Value(at) => {
             if updated.disabled_at.is_none() {
                 store.disable_destination(&tenant.id, &updated.id).await?;
-                ctx.routing_changed(&tenant.id);
             }
             updated = store
                 .set_destination_times(
@@ -362,7 +357,6 @@ pub async fn delete(
         .store
         .delete_destination(&tenant.id, &destination_id)
         .await?;
-    ctx.routing_changed(&tenant.id);
     ctx.state.destinations.close(&tenant.id, &destination_id);
     Ok(Json(json!({"success": true})))
 }
@@ -404,7 +398,6 @@ async fn set_disabled(
     } else {
         store.enable_destination(&tenant.id, destination_id).await?
     };
-    ctx.routing_changed(&tenant.id);
     Ok(view(ctx, changed))
 }
 

@@ -6,7 +6,7 @@ use sqlx::{Encode, Executor, Type};
 
 use super::rows::{self, SealedDestination, destination_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore};
+use super::{Dialect, SqlStore, notify_routing};
 use crate::store::error::{Result, StoreError, db_error};
 use crate::store::model::DestinationTimes;
 
@@ -50,6 +50,7 @@ where
             .map(|r| rows::destination(&r, ""))
             .transpose()?
             .ok_or_else(|| StoreError::not_found("destination", id))?;
+        notify_routing(&mut tx, tenant_id).await?;
         tx.commit().await.map_err(db_error(op))?;
         Ok(stored)
     }

@@ -269,7 +269,11 @@ async fn create_validates_each_field() {
         ),
         (
             json!({"type": "kafka", "topics": "*"}),
-            vec!["type \"kafka\" is not supported"],
+            vec!["type \"kafka\" is not available in this build"],
+        ),
+        (
+            json!({"type": "carrier_pigeon", "topics": "*"}),
+            vec!["type \"carrier_pigeon\" is not supported"],
         ),
     ];
     for (body, expected) in cases {

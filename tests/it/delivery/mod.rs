@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use jetpost::config::{Config, Secret};
-use jetpost::delivery::{Dispatcher, DispatcherOptions};
+use jetpost::delivery::{Dispatcher, DispatcherOptions, Handoff, Inbox};
 use jetpost::destination::webhook::WebhookProvider;
 use jetpost::event::TopicRules;
 use jetpost::ingest::{Accepted, Ingest, IngestOptions};
+use jetpost::routing::RoutingCache;
 use jetpost::store::{
     Attempt, AttemptFilter, Credentials, Delivery, DeliveryStatus, Destination, NewDestination,
     PageRequest, SortDir, Store,
@@ -92,6 +93,7 @@ pub struct Bed {
     /// Kept for the test's length: dropping it removes the database.
     _db: TestDb,
     pub store: Store,
+    routing: Arc<RoutingCache>,
     pub ingest: Arc<Ingest>,
     pub wake: Arc<Notify>,
     pub dispatcher: Option<Dispatcher>,
@@ -106,29 +108,35 @@ impl Bed {
         crate::support::init_logs();
         let store = db.store(Some(AES)).await;
         store.upsert_tenant(TENANT, None).await.unwrap();
-        let ingest = Arc::new(Ingest::new(
+        let routing = Arc::new(RoutingCache::new(store.clone()));
+        // No dispatcher yet: deliveries are committed pending until one starts.
+        let ingest = Bed::ingest_on(&store, &routing, Handoff::nowhere());
+        Bed {
+            _db: db,
+            store,
+            routing,
+            ingest,
+            wake: Arc::new(Notify::new()),
+            dispatcher: None,
+        }
+    }
+
+    fn ingest_on(store: &Store, routing: &Arc<RoutingCache>, handoff: Handoff) -> Arc<Ingest> {
+        Arc::new(Ingest::new(
             store.clone(),
             IngestOptions {
                 topics: TopicRules::new(Vec::<String>::new(), false),
                 committers: 1,
                 max_batch: 64,
             },
-        ));
-        let wake = ingest.deliveries_committed();
-        Bed {
-            _db: db,
-            store,
-            ingest,
-            wake,
-            dispatcher: None,
-        }
+            routing.clone(),
+            handoff,
+        ))
     }
 
-    /// Creates the destination the way the API does (store write, then routing invalidation).
+    /// Creates the destination as the API does (routing follows the store's writes).
     pub async fn create(&self, destination: NewDestination) -> Destination {
-        let created = self.store.create_destination(&destination).await.unwrap();
-        self.ingest.routing().invalidate(TENANT);
-        created
+        self.store.create_destination(&destination).await.unwrap()
     }
 
     pub async fn disable(&self, destination_id: &str) {
@@ -136,7 +144,6 @@ impl Bed {
             .disable_destination(TENANT, destination_id)
             .await
             .unwrap();
-        self.ingest.routing().invalidate(TENANT);
     }
 
     pub fn start(&mut self, config: &Config) {
@@ -151,16 +158,14 @@ impl Bed {
             "test",
         )
         .unwrap();
-        let mut options = DispatcherOptions {
-            routing: Some(self.ingest.routing().clone()),
-            ..DispatcherOptions::from_config(config)
-        };
+        let mut options = DispatcherOptions::from_config(config);
         tweak(&mut options);
-        let dispatcher =
-            Dispatcher::start(self.store.clone(), provider, options, self.wake.clone()).unwrap();
-        // As `jetpost serve` does: fresh deliveries go straight to the dispatcher when it has
-        // room (only the first dispatcher of a bed: ingest takes one for good).
-        self.ingest.hand_off_to(dispatcher.handoff());
+        // As `jetpost serve` does: the dispatcher's inbox first, for ingest to hand fresh
+        // deliveries over through and to wake the dispatcher with.
+        let inbox = Inbox::new(options);
+        self.wake = inbox.deliveries_queued();
+        self.ingest = Bed::ingest_on(&self.store, &self.routing, inbox.handoff());
+        let dispatcher = Dispatcher::start(self.store.clone(), provider, inbox).unwrap();
         self.dispatcher = Some(dispatcher);
     }
 

@@ -4,14 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use jetpost::delivery::{Dispatcher, DispatcherOptions};
+use jetpost::delivery::{Dispatcher, DispatcherOptions, Inbox};
 use jetpost::destination::webhook::WebhookProvider;
 use jetpost::store::{DeliveryStatus, NewEvent, Store, StoreOptions};
 use tokio::process::{Child, Command};
-use tokio::sync::Notify;
 
 use super::{AES, TENANT, WAIT, config, eventually, webhook};
 use crate::support::db::TestDb;
@@ -85,14 +83,9 @@ async fn two_replicas_deliver_a_burst_exactly_once_per_destination() {
             "test",
         )
         .unwrap();
-        let wake = Arc::new(Notify::new());
-        let dispatcher = Dispatcher::start(
-            store,
-            provider,
-            DispatcherOptions::from_config(&config),
-            wake.clone(),
-        )
-        .unwrap();
+        let inbox = Inbox::new(DispatcherOptions::from_config(&config));
+        let wake = inbox.deliveries_queued();
+        let dispatcher = Dispatcher::start(store, provider, inbox).unwrap();
         replicas.push((dispatcher, wake));
     }
     assert_ne!(replicas[0].0.owner(), replicas[1].0.owner());

@@ -3,11 +3,14 @@
 //! destinations created straight in the store.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use jetpost::delivery::Handoff;
 use jetpost::event::TopicRules;
 use jetpost::ingest::{Ingest, IngestOptions};
+use jetpost::routing::RoutingCache;
 use jetpost::source::nats::topology::{self, Declaration};
 use jetpost::source::nats::{AccountSpec, NatsSourceConfig, Origin, TenantRule};
 use jetpost::store::{Credentials, NewDestination, Store};
@@ -73,6 +76,8 @@ pub fn ingest(store: &Store, committers: usize) -> Ingest {
             committers,
             max_batch: 256,
         },
+        Arc::new(RoutingCache::new(store.clone())),
+        Handoff::nowhere(),
     )
 }
 

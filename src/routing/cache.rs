@@ -1,15 +1,16 @@
 //! The routing cache: which of a tenant's enabled destinations an event goes to. Loaded from
-//! the store on demand per tenant and dropped on every tenant or destination write (across
-//! replicas through the store's change notifications), so the hot path reads memory only.
+//! the store on demand per tenant and dropped on every tenant or destination write, so the hot
+//! path reads memory only. This process's writes are taken from the store's local feed before
+//! each lookup (a write is seen by the next event); other replicas' arrive through `feed`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tracing::warn;
 
 use crate::event::{Document, Event, Filter, topics_match};
-use crate::store::{Destination, Store, StoreError};
+use crate::store::{Destination, LocalFeed, RoutingChange, Store, StoreError};
 
 /// One enabled destination as routing sees it (kept whole, credentials opened, so a delivery
 /// handed straight to the dispatcher needs no read of it).
@@ -27,22 +28,39 @@ impl Route {
     }
 }
 
-#[derive(Default)]
+/// The routes of the tenants seen lately, on one store.
 pub struct RoutingCache {
+    store: Store,
     tenants: RwLock<HashMap<String, Arc<Vec<Route>>>>,
     /// Bumped by every invalidation: a load that started before one is not cached.
     epoch: AtomicU64,
+    /// This process's writes to the store, with the feed's generation last taken up to.
+    local: Mutex<LocalFeed>,
+    taken: AtomicU64,
 }
 
 impl RoutingCache {
+    /// An empty cache on `store`, following the writes made through it (and its clones).
+    pub fn new(store: Store) -> RoutingCache {
+        let local = store.local_changes();
+        RoutingCache {
+            taken: AtomicU64::new(store.local_generation()),
+            local: Mutex::new(local),
+            store,
+            tenants: RwLock::default(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The store routes are loaded from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The destinations `event` goes to: `destination_id` alone if the event names one (when it
     /// is enabled and matches), else every enabled destination whose topics and filter match.
-    pub async fn route(
-        &self,
-        store: &Store,
-        event: &Event,
-    ) -> Result<Vec<Arc<Destination>>, StoreError> {
-        let routes = self.routes(store, &event.tenant_id).await?;
+    pub async fn route(&self, event: &Event) -> Result<Vec<Arc<Destination>>, StoreError> {
+        let routes = self.routes(&event.tenant_id).await?;
         let input = event.filter_input();
         Ok(routes
             .iter()
@@ -57,12 +75,13 @@ impl RoutingCache {
             .collect())
     }
 
-    async fn routes(&self, store: &Store, tenant_id: &str) -> Result<Arc<Vec<Route>>, StoreError> {
+    async fn routes(&self, tenant_id: &str) -> Result<Arc<Vec<Route>>, StoreError> {
+        self.take_local_changes();
         if let Some(routes) = self.tenants.read().expect("routing lock").get(tenant_id) {
             return Ok(routes.clone());
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let destinations = store.list_enabled_destinations(tenant_id).await?;
+        let destinations = self.store.list_enabled_destinations(tenant_id).await?;
         let routes: Vec<Route> = destinations
             .into_iter()
             .filter_map(|d| {
@@ -90,6 +109,29 @@ impl RoutingCache {
         Ok(routes)
     }
 
+    /// Applies the writes this process made since the last look (one atomic load when none).
+    fn take_local_changes(&self) {
+        // Read before taking: a change announced meanwhile moves the generation again, so
+        // the next look takes it.
+        let generation = self.store.local_generation();
+        if generation == self.taken.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut local = self.local.lock().expect("routing feed lock");
+        while let Some(change) = local.take() {
+            self.apply(change);
+        }
+        self.taken.store(generation, Ordering::SeqCst);
+    }
+
+    /// Forgets what `change` made stale.
+    pub fn apply(&self, change: RoutingChange) {
+        match change {
+            RoutingChange::Tenant(tenant_id) => self.invalidate(&tenant_id),
+            RoutingChange::Resync => self.invalidate_all(),
+        }
+    }
+
     /// Forgets a tenant's routes (after a write to the tenant or one of its destinations).
     pub fn invalidate(&self, tenant_id: &str) {
         let mut tenants = self.tenants.write().expect("routing lock");
@@ -97,8 +139,8 @@ impl RoutingCache {
         tenants.remove(tenant_id);
     }
 
-    /// Forgets every tenant's routes (e.g. after the change feed reconnected and may have
-    /// missed notifications).
+    /// Forgets every tenant's routes (e.g. after the change feed reconnected or lagged and may
+    /// have missed changes).
     pub fn invalidate_all(&self) {
         let mut tenants = self.tenants.write().expect("routing lock");
         self.epoch.fetch_add(1, Ordering::SeqCst);
