@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use crate::store::{Destination, Event};
 
+pub mod aws;
 pub mod outcome;
 mod registry;
 pub mod webhook;

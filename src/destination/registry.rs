@@ -9,13 +9,19 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::aws::{self, AwsSettings, KinesisType, S3Type, SqsType};
 use super::webhook::{self, WebhookProvider, WebhookType};
 use super::{DestinationType, Publisher};
 use crate::store::Destination;
 
 /// The names of the built-in types (those `builtin` registers), for checks that run before a
 /// registry is at hand: parsing a request body.
-pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE];
+pub const BUILTIN_TYPES: &[&str] = &[
+    webhook::TYPE,
+    aws::sqs::TYPE,
+    aws::s3::TYPE,
+    aws::kinesis::TYPE,
+];
 
 /// The types and the opened publishers. Cheap to clone; the API and the dispatcher share one.
 #[derive(Clone)]
@@ -49,7 +55,17 @@ impl Registry {
 
     /// The types this build delivers to, their clients given.
     pub fn builtin(webhook: WebhookProvider) -> Registry {
-        Registry::new(vec![Arc::new(WebhookType::new(webhook))])
+        // The AWS types dial tenant-chosen endpoints under the same SSRF rule and timeout.
+        let aws = AwsSettings {
+            block_private_ips: webhook.settings().block_private_ips,
+            timeout: webhook.timeout(),
+        };
+        Registry::new(vec![
+            Arc::new(WebhookType::new(webhook)),
+            Arc::new(SqsType::new(aws)),
+            Arc::new(S3Type::new(aws)),
+            Arc::new(KinesisType::new(aws)),
+        ])
     }
 
     /// The type named `name`.
@@ -320,12 +336,13 @@ mod tests {
         assert_eq!(names, BUILTIN_TYPES);
         assert_eq!(
             registry
-                .publisher(&destination("t", "d", "aws_sqs"))
+                .publisher(&destination("t", "d", "azure_servicebus"))
                 .err()
                 .unwrap(),
             format!(
-                "destination type \"aws_sqs\" is not supported; this server delivers to {:?}",
-                webhook::TYPE
+                "destination type \"azure_servicebus\" is not supported; this server delivers \
+                 to {}",
+                registry.names()
             )
         );
     }

@@ -123,6 +123,11 @@ impl WebhookProvider {
         &self.settings
     }
 
+    /// The bound of one attempt (the delivery timeout).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `request` once and reports the outcome. Never fails: every problem becomes an
     /// attempt code (`invalid_request` when the request cannot even be built).
     pub async fn send(&self, request: &WebhookRequest) -> AttemptResult {
