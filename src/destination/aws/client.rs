@@ -187,7 +187,11 @@ impl StdError for Unresolved {
 }
 
 /// The outcome of a failed call to `service` (`SQS SendMessage`).
-pub fn failure<E>(service: &str, error: SdkError<E, HttpResponse>, sent_at: DateTime<Utc>) -> Outcome
+pub fn failure<E>(
+    service: &str,
+    error: SdkError<E, HttpResponse>,
+    sent_at: DateTime<Utc>,
+) -> Outcome
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
@@ -211,7 +215,10 @@ where
                 .unwrap_or_default();
             let name = name.as_str();
             let code = service_code(name, status);
-            (code, format!("{service}: {name} (HTTP {status}): {said}{}", advice(code)))
+            (
+                code,
+                format!("{service}: {name} (HTTP {status}): {said}{}", advice(code)),
+            )
         }
         SdkError::TimeoutError(_) => (
             AttemptCode::Timeout,
@@ -252,11 +259,15 @@ fn xml_element(body: &[u8], name: &str) -> Option<String> {
 /// What to do about a refused call, for people reading the attempt.
 fn advice(code: AttemptCode) -> &'static str {
     match code {
-        AttemptCode::AuthFailed => "; check the destination's credentials.key and credentials.secret",
+        AttemptCode::AuthFailed => {
+            "; check the destination's credentials.key and credentials.secret"
+        }
         AttemptCode::AccessDenied => {
             "; allow these credentials to write to the destination's queue, bucket or stream"
         }
-        AttemptCode::NotFound => "; create it, or point the destination's config at one that exists",
+        AttemptCode::NotFound => {
+            "; create it, or point the destination's config at one that exists"
+        }
         _ => "",
     }
 }
@@ -278,9 +289,10 @@ pub fn service_code(name: &str, status: u16) -> AttemptCode {
         | "InvalidToken"
         | "InvalidSecurity"
         | "AuthFailure" => AttemptCode::AuthFailed,
-        "AccessDenied" | "AccessDeniedException" | "AllAccessDisabled" | "KMSAccessDeniedException" => {
-            AttemptCode::AccessDenied
-        }
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "AllAccessDisabled"
+        | "KMSAccessDeniedException" => AttemptCode::AccessDenied,
         "AWS.SimpleQueueService.NonExistentQueue"
         | "QueueDoesNotExist"
         | "NonExistentQueue"
@@ -376,11 +388,19 @@ mod tests {
             ("InvalidAccessKeyId", 403, AttemptCode::AuthFailed),
             ("AccessDenied", 403, AttemptCode::AccessDenied),
             ("AccessDeniedException", 400, AttemptCode::AccessDenied),
-            ("AWS.SimpleQueueService.NonExistentQueue", 400, AttemptCode::NotFound),
+            (
+                "AWS.SimpleQueueService.NonExistentQueue",
+                400,
+                AttemptCode::NotFound,
+            ),
             ("QueueDoesNotExist", 400, AttemptCode::NotFound),
             ("NoSuchBucket", 404, AttemptCode::NotFound),
             ("ResourceNotFoundException", 400, AttemptCode::NotFound),
-            ("ProvisionedThroughputExceededException", 400, AttemptCode::Throttled),
+            (
+                "ProvisionedThroughputExceededException",
+                400,
+                AttemptCode::Throttled,
+            ),
             ("SlowDown", 503, AttemptCode::Throttled),
             ("InvalidParameterValue", 400, AttemptCode::Rejected),
             ("ValidationException", 400, AttemptCode::Rejected),
@@ -416,7 +436,10 @@ mod tests {
         let body = b"<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code>\
             <Message>The security token included in the request is invalid.</Message>\
             </Error></Errors></ErrorResponse>";
-        assert_eq!(xml_element(body, "Code").as_deref(), Some("InvalidClientTokenId"));
+        assert_eq!(
+            xml_element(body, "Code").as_deref(),
+            Some("InvalidClientTokenId")
+        );
         assert_eq!(
             xml_element(body, "Message").as_deref(),
             Some("The security token included in the request is invalid.")

@@ -8,8 +8,8 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 use crate::destination::Fields;
-use crate::store::Destination;
 use crate::destination::webhook::{BlockedAddress, blocked_reason};
+use crate::store::Destination;
 
 /// The credential keys an AWS destination keeps; anything else sent is dropped.
 pub const CREDENTIAL_KEYS: [&str; 3] = ["key", "secret", "session"];
@@ -100,8 +100,9 @@ pub fn validate_url(field: &str, value: &str, block_private_ips: bool) -> Result
     if value.chars().any(char::is_whitespace) {
         return Err(format!("config.{field} must not contain whitespace"));
     }
-    let url = Url::parse(value)
-        .map_err(|e| format!("config.{field} is not a valid URL ({e}); use http(s)://host[:port]"))?;
+    let url = Url::parse(value).map_err(|e| {
+        format!("config.{field} is not a valid URL ({e}); use http(s)://host[:port]")
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "config.{field} must use http or https, not {:?}",
@@ -229,7 +230,15 @@ mod tests {
         for good in ["us-east-1", "eu-west-3", "ap-southeast-2"] {
             assert!(is_region(good), "{good}");
         }
-        for bad in ["", "us-east", "US-EAST-1", "useast-1", "us--1", "us-east-x", "u-east-1"] {
+        for bad in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "useast-1",
+            "us--1",
+            "us-east-x",
+            "u-east-1",
+        ] {
             assert!(!is_region(bad), "{bad}");
         }
     }
@@ -238,11 +247,19 @@ mod tests {
     fn credentials_need_key_and_secret_and_keep_only_known_keys() {
         assert_eq!(
             validate_credentials(&map(&[("session", "s")])),
-            ["credentials.key is required", "credentials.secret is required"]
+            [
+                "credentials.key is required",
+                "credentials.secret is required"
+            ]
         );
         assert!(validate_credentials(&map(&[("key", "k"), ("secret", "s")])).is_empty());
         assert_eq!(
-            kept_credentials(&map(&[("key", "k"), ("secret", "s"), ("other", "x"), ("session", "")])),
+            kept_credentials(&map(&[
+                ("key", "k"),
+                ("secret", "s"),
+                ("other", "x"),
+                ("session", "")
+            ])),
             map(&[("key", "k"), ("secret", "s")])
         );
     }
@@ -251,7 +268,10 @@ mod tests {
     fn urls_name_their_field_and_private_hosts_are_refused_when_blocking() {
         assert!(validate_url("endpoint", "http://127.0.0.1:4566", false).is_ok());
         let blocked = validate_url("endpoint", "http://127.0.0.1:4566", true).unwrap_err();
-        assert!(blocked.starts_with("config.endpoint: 127.0.0.1 is"), "{blocked}");
+        assert!(
+            blocked.starts_with("config.endpoint: 127.0.0.1 is"),
+            "{blocked}"
+        );
         let local = validate_url("queue_url", "http://localhost/1/q", true).unwrap_err();
         assert!(local.starts_with("config.queue_url: "), "{local}");
         assert!(validate_url("endpoint", "https://sqs.us-east-1.amazonaws.com", true).is_ok());

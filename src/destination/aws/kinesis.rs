@@ -141,7 +141,11 @@ impl DestinationType for KinesisType {
     }
 
     fn target(&self, config: &Fields) -> String {
-        format!("{} in {}", get(config, "stream_name"), get(config, "region"))
+        format!(
+            "{} in {}",
+            get(config, "stream_name"),
+            get(config, "region")
+        )
     }
 
     fn open(&self, destination: &Destination) -> Result<Arc<dyn Publisher>, String> {
@@ -149,11 +153,15 @@ impl DestinationType for KinesisType {
         let fix = |problem: String| format!("destination {problem}; fix it with PATCH");
         let stream_name = get(config, "stream_name").to_owned();
         if !is_stream_name(&stream_name) {
-            return Err(fix(format!("config.stream_name {stream_name:?} is not a stream name")));
+            return Err(fix(format!(
+                "config.stream_name {stream_name:?} is not a stream name"
+            )));
         }
         let region = get(config, "region");
         if !fields::is_region(region) {
-            return Err(fix(format!("config.region {region:?} is not an AWS region")));
+            return Err(fix(format!(
+                "config.region {region:?} is not an AWS region"
+            )));
         }
         let partition_key = partition_key_template(config).map_err(fix)?;
         let endpoint = match get(config, "endpoint") {
@@ -217,7 +225,10 @@ impl OpenedKinesis {
             let scope = json!({ "data": template::parsed_data(&event.data), "metadata": metadata });
             (record.into_bytes(), scope)
         } else {
-            (event.data.clone().into_bytes(), template::parsed_data(&event.data))
+            (
+                event.data.clone().into_bytes(),
+                template::parsed_data(&event.data),
+            )
         };
         let key = self
             .partition_key
@@ -328,8 +339,8 @@ mod tests {
         .record(&event(), metadata.clone());
         assert_eq!(record, br#"{"z":1,"user":"u7"}"#);
         assert_eq!(key, "u7");
-        let (_, key) = opened(&[("partition_key_template", "data.missing")])
-            .record(&event(), metadata);
+        let (_, key) =
+            opened(&[("partition_key_template", "data.missing")]).record(&event(), metadata);
         assert_eq!(key, "e1", "falls back to the event id");
     }
 
@@ -337,7 +348,10 @@ mod tests {
     fn config_problems_name_their_fields() {
         assert_eq!(
             kinesis().validate_config(&map(&[])),
-            ["config.stream_name is required", "config.region is required"]
+            [
+                "config.stream_name is required",
+                "config.region is required"
+            ]
         );
         let problems = kinesis().validate_config(&map(&[
             ("stream_name", "bad name"),

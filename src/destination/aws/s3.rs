@@ -156,7 +156,9 @@ impl DestinationType for S3Type {
         }
         let region = get(config, "region");
         if !fields::is_region(region) {
-            return Err(fix(format!("config.region {region:?} is not an AWS region")));
+            return Err(fix(format!(
+                "config.region {region:?} is not an AWS region"
+            )));
         }
         let key_template = key_template(config).map_err(fix)?;
         let storage_class = storage_class(get(config, "storage_class"))

@@ -98,8 +98,9 @@ impl DestinationType for SqsType {
     }
 
     fn open(&self, destination: &Destination) -> Result<Arc<dyn Publisher>, String> {
-        let queue_url = fields::validate_url("queue_url", get(&destination.config, "queue_url"), false)
-            .map_err(|problem| format!("destination {problem}; fix it with PATCH"))?;
+        let queue_url =
+            fields::validate_url("queue_url", get(&destination.config, "queue_url"), false)
+                .map_err(|problem| format!("destination {problem}; fix it with PATCH"))?;
         let endpoint = match get(&destination.config, "endpoint") {
             "" => queue_url.clone(),
             endpoint => fields::validate_url("endpoint", endpoint, false)
@@ -198,10 +199,9 @@ impl Publisher for OpenedSqs {
                 .send()
                 .await;
             match sent {
-                Ok(output) => Outcome::accepted(
-                    json!({ "message_id": output.message_id() }),
-                    sent_at,
-                ),
+                Ok(output) => {
+                    Outcome::accepted(json!({ "message_id": output.message_id() }), sent_at)
+                }
                 Err(error) => client::failure("SQS SendMessage", error, sent_at),
             }
         })
@@ -242,15 +242,25 @@ mod tests {
 
     #[test]
     fn config_needs_a_queue_url_and_refuses_private_hosts_when_blocking() {
-        assert_eq!(sqs(false).validate_config(&map(&[])), ["config.queue_url is required"]);
+        assert_eq!(
+            sqs(false).validate_config(&map(&[])),
+            ["config.queue_url is required"]
+        );
         let url = "http://127.0.0.1:5000/123456789012/q";
-        assert!(sqs(false).validate_config(&map(&[("queue_url", url)])).is_empty());
+        assert!(
+            sqs(false)
+                .validate_config(&map(&[("queue_url", url)]))
+                .is_empty()
+        );
         let problems = sqs(true).validate_config(&map(&[
             ("queue_url", "https://sqs.us-east-1.amazonaws.com/1/q"),
             ("endpoint", "http://169.254.169.254"),
         ]));
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("config.endpoint: 169.254.169.254 is"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("config.endpoint: 169.254.169.254 is"),
+            "{problems:?}"
+        );
         assert_eq!(
             sqs(true).validate_config(&map(&[("queue_url", url)])).len(),
             1

@@ -26,7 +26,8 @@ const DESTINATIONS: &str = "/api/v1/tenants/t1/destinations";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Key order, a big integer, escapes and non-ASCII text that must survive byte for byte.
-const DATA: &str = r#"{"zebra":1,"user":"u7","big":12345678901234567890,"esc":"<\u003c>\n","text":"héllo"}"#;
+const DATA: &str =
+    r#"{"zebra":1,"user":"u7","big":12345678901234567890,"esc":"<\u003c>\n","text":"héllo"}"#;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -163,7 +164,13 @@ async fn s3_objects(moto: &Moto, bucket: &str) -> Vec<Received> {
     let mut all = Vec::new();
     for object in listed.contents() {
         let key = object.key().unwrap();
-        let got = s3.get_object().bucket(bucket).key(key).send().await.unwrap();
+        let got = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
         let content_type = got.content_type().map(str::to_owned);
         let storage_class = got.storage_class().map(|c| c.as_str().to_owned());
         let metadata = got.metadata().cloned().unwrap_or_default();
@@ -371,8 +378,13 @@ async fn delivers_exact_bytes_and_metadata(kind: Kind) {
     let moto = Moto::start().await;
     kind.create(&moto, "orders").await;
     let bed = Bed::start().await;
-    bed.destination("d1", kind, kind.config(&moto, "orders", None), credentials())
-        .await;
+    bed.destination(
+        "d1",
+        kind,
+        kind.config(&moto, "orders", None),
+        credentials(),
+    )
+    .await;
     bed.publish("e1").await;
 
     let attempts = bed.delivered("e1", "d1").await;
@@ -458,8 +470,13 @@ async fn retries_until_the_service_is_back(kind: Kind) {
 async fn a_missing_target_is_not_found(kind: Kind) {
     let moto = Moto::start().await;
     let bed = Bed::start().await;
-    bed.destination("d1", kind, kind.config(&moto, "missing", None), credentials())
-        .await;
+    bed.destination(
+        "d1",
+        kind,
+        kind.config(&moto, "missing", None),
+        credentials(),
+    )
+    .await;
     bed.publish("e1").await;
     let attempts = bed.attempts("e1", "d1", 2).await;
     for attempt in &attempts {
@@ -486,14 +503,35 @@ async fn refused_credentials_are_permanent(kind: Kind) {
     create_as(kind, &moto, &writer, "orders").await;
     let bed = Bed::start().await;
     let cases = [
-        ("unknown-key", json!({"key": "AKIAUNKNOWNKEY000000", "secret": "x"}), "auth_failed"),
-        ("wrong-secret", json!({"key": writer.key, "secret": "wrong"}), "auth_failed"),
-        ("no-permission", json!({"key": reader.key, "secret": reader.secret}), "access_denied"),
-        ("allowed", json!({"key": writer.key, "secret": writer.secret}), "OK"),
+        (
+            "unknown-key",
+            json!({"key": "AKIAUNKNOWNKEY000000", "secret": "x"}),
+            "auth_failed",
+        ),
+        (
+            "wrong-secret",
+            json!({"key": writer.key, "secret": "wrong"}),
+            "auth_failed",
+        ),
+        (
+            "no-permission",
+            json!({"key": reader.key, "secret": reader.secret}),
+            "access_denied",
+        ),
+        (
+            "allowed",
+            json!({"key": writer.key, "secret": writer.secret}),
+            "OK",
+        ),
     ];
     for (id, credentials, _) in &cases {
-        bed.destination(id, kind, kind.config(&moto, "orders", None), credentials.clone())
-            .await;
+        bed.destination(
+            id,
+            kind,
+            kind.config(&moto, "orders", None),
+            credentials.clone(),
+        )
+        .await;
     }
     bed.publish("e1").await;
     for (id, _, code) in &cases {
@@ -505,7 +543,11 @@ async fn refused_credentials_are_permanent(kind: Kind) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (id, _, code) in &cases[..3] {
         let attempts = bed.attempts("e1", id, 1).await;
-        assert_eq!(attempts.len(), 1, "{id} ({code}) is not retried: {attempts:?}");
+        assert_eq!(
+            attempts.len(),
+            1,
+            "{id} ({code}) is not retried: {attempts:?}"
+        );
     }
 }
 
@@ -521,7 +563,12 @@ async fn create_as(kind: Kind, moto: &Moto, key: &AccessKey, name: &str) {
                 .unwrap();
         }
         Kind::S3 => {
-            moto.s3_as(key).create_bucket().bucket(name).send().await.unwrap();
+            moto.s3_as(key)
+                .create_bucket()
+                .bucket(name)
+                .send()
+                .await
+                .unwrap();
         }
         Kind::Kinesis => {
             moto.kinesis_as(key)
@@ -571,8 +618,13 @@ async fn changing_or_deleting_a_destination_drops_its_client() {
     let moto = Moto::start().await;
     kind.create(&moto, "orders").await;
     let bed = Bed::start().await;
-    bed.destination("d1", kind, kind.config(&moto, "orders", None), credentials())
-        .await;
+    bed.destination(
+        "d1",
+        kind,
+        kind.config(&moto, "orders", None),
+        credentials(),
+    )
+    .await;
     assert_eq!(bed.clients(kind).await, 0.0, "opened on the first event");
     bed.publish("e1").await;
     bed.delivered("e1", "d1").await;
@@ -635,11 +687,22 @@ async fn destination_types_describe_outposts_fields() {
             .collect()
     };
     for (kind, label, config, required) in [
-        ("aws_sqs", "AWS SQS", vec!["queue_url", "endpoint"], vec!["queue_url"]),
+        (
+            "aws_sqs",
+            "AWS SQS",
+            vec!["queue_url", "endpoint"],
+            vec!["queue_url"],
+        ),
         (
             "aws_s3",
             "AWS S3",
-            vec!["bucket", "region", "key_template", "storage_class", "endpoint"],
+            vec![
+                "bucket",
+                "region",
+                "key_template",
+                "storage_class",
+                "endpoint",
+            ],
             vec!["bucket", "region"],
         ),
         (
@@ -772,9 +835,7 @@ async fn invalid_aws_destinations_are_422_naming_the_field() {
     .await;
     svc.tenant(TENANT).await;
     let keys = json!({"key": "AKIAIOSFODNN7EXAMPLE", "secret": "s"});
-    let body = |kind: &str, config: Value, credentials: Value| {
-        json!({"type": kind, "topics": "*", "config": config, "credentials": credentials})
-    };
+    let body = |kind: &str, config: Value, credentials: Value| json!({"type": kind, "topics": "*", "config": config, "credentials": credentials});
     refused(
         &svc,
         body("aws_sqs", json!({}), json!({})),
@@ -832,7 +893,10 @@ async fn invalid_aws_destinations_are_422_naming_the_field() {
         problems[1].starts_with("config.storage_class \"FROZEN\" is not an S3 storage class"),
         "{problems:?}"
     );
-    assert!(problems[2].starts_with("config.endpoint: localhost"), "{problems:?}");
+    assert!(
+        problems[2].starts_with("config.endpoint: localhost"),
+        "{problems:?}"
+    );
     refused(
         &svc,
         body(

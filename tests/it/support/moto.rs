@@ -216,9 +216,8 @@ fn http() -> SharedHttpClient {
 /// `MOTO_SERVER_BIN`, else the project's `.tools/bin/moto_server`; a missing binary fails the
 /// test saying how to install it.
 fn binary() -> String {
-    let path = std::env::var("MOTO_SERVER_BIN").unwrap_or_else(|_| {
-        format!("{}/.tools/bin/moto_server", env!("CARGO_MANIFEST_DIR"))
-    });
+    let path = std::env::var("MOTO_SERVER_BIN")
+        .unwrap_or_else(|_| format!("{}/.tools/bin/moto_server", env!("CARGO_MANIFEST_DIR")));
     assert!(
         std::path::Path::new(&path).exists(),
         "moto_server not found at {path}: the AWS destination tests need it; run \
