@@ -431,6 +431,20 @@ mod tests {
         assert_eq!(built.load(Ordering::SeqCst), 2);
     }
 
+    #[tokio::test]
+    async fn the_guarded_resolver_refuses_names_of_non_public_addresses() {
+        let guarded = GuardedDns {
+            block_private_ips: true,
+        };
+        let refused = guarded.resolve_dns("localhost").await.unwrap_err();
+        assert_eq!(transport_code(&refused), AttemptCode::BlockedAddress);
+        let open = GuardedDns {
+            block_private_ips: false,
+        };
+        let resolved = open.resolve_dns("localhost").await.unwrap();
+        assert!(resolved.iter().all(|ip| ip.is_loopback()), "{resolved:?}");
+    }
+
     #[test]
     fn xml_error_bodies_give_their_code() {
         let body = b"<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code>\

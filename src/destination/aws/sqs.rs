@@ -232,6 +232,49 @@ mod tests {
         })
     }
 
+    #[tokio::test]
+    async fn a_private_endpoint_stored_before_the_guard_is_refused_without_sending() {
+        use chrono::Utc;
+
+        use crate::store::Credentials;
+
+        let destination = Destination {
+            tenant_id: "t".into(),
+            id: "d".into(),
+            kind: TYPE.into(),
+            topics: vec!["*".into()],
+            filter: None,
+            config: map(&[("queue_url", "http://127.0.0.1:9/123456789012/q")]),
+            credentials: Credentials(map(&[("key", "k"), ("secret", "s")])),
+            delivery_metadata: None,
+            metadata: None,
+            disabled_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let event = Event {
+            tenant_id: "t".into(),
+            id: "e".into(),
+            destination_id: None,
+            topic: "t".into(),
+            time: Utc::now(),
+            metadata: None,
+            data: "{}".into(),
+            eligible_for_retry: true,
+            destination_ids: vec![],
+            created_at: Utc::now(),
+        };
+        let outcome = sqs(true).open(&destination).unwrap().publish(&event).await;
+        assert_eq!(outcome.code, AttemptCode::BlockedAddress);
+        assert!(
+            outcome
+                .error
+                .unwrap()
+                .starts_with("SQS endpoint 127.0.0.1 is a loopback"),
+            "names the address"
+        );
+    }
+
     #[test]
     fn the_region_comes_from_an_aws_queue_url() {
         assert_eq!(region_of("sqs.eu-west-2.amazonaws.com"), "eu-west-2");
