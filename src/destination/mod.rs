@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use crate::store::{Destination, Event};
 
+pub mod aws;
 pub mod dial;
 pub mod hookdeck;
 pub mod metadata;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::aws::{self, AwsSettings, KinesisType, S3Type, SqsType};
 use super::hookdeck::{self, HookdeckType};
 use super::nats::{self, NatsType};
 use super::rabbitmq::{self, RabbitMqType};
@@ -19,7 +20,15 @@ use crate::store::Destination;
 
 /// The names of the built-in types (those `builtin` registers), for checks that run before a
 /// registry is at hand: parsing a request body.
-pub const BUILTIN_TYPES: &[&str] = &[webhook::TYPE, hookdeck::TYPE, rabbitmq::TYPE, nats::TYPE];
+pub const BUILTIN_TYPES: &[&str] = &[
+    webhook::TYPE,
+    hookdeck::TYPE,
+    rabbitmq::TYPE,
+    nats::TYPE,
+    aws::sqs::TYPE,
+    aws::s3::TYPE,
+    aws::kinesis::TYPE,
+];
 
 /// Outpost's types this build does not ship, with why: a type ships only with tests against a
 /// real instance of its service, and these have none that installs from the registries this
@@ -75,13 +84,21 @@ impl Registry {
     /// The types this build delivers to, with the webhook client and the server's
     /// destination settings.
     pub fn builtin(webhook: WebhookProvider, config: &DestinationsConfig) -> Registry {
+        // Types that dial tenant-chosen hosts do so under the same SSRF rule and timeout.
         let block_private_ips = webhook.settings().block_private_ips;
         let timeout = webhook.timeout();
+        let aws = AwsSettings {
+            block_private_ips,
+            timeout,
+        };
         Registry::new(vec![
             Arc::new(WebhookType::new(webhook.clone())),
             Arc::new(HookdeckType::new(&config.hookdeck, webhook)),
             Arc::new(RabbitMqType::new(block_private_ips, timeout)),
             Arc::new(NatsType::new(block_private_ips, timeout)),
+            Arc::new(SqsType::new(aws)),
+            Arc::new(S3Type::new(aws)),
+            Arc::new(KinesisType::new(aws)),
         ])
     }
 

@@ -123,7 +123,7 @@ impl WebhookProvider {
         &self.settings
     }
 
-    /// The bound on one attempt (`delivery_timeout_seconds`); other types use the same.
+    /// The bound of one attempt (the delivery timeout).
     pub fn timeout(&self) -> Duration {
         self.timeout
     }

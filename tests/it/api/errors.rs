@@ -66,7 +66,7 @@ async fn unknown_ids_and_routes_are_404() {
         "/api/v1/tenants/t1/destinations/nothing/attempts/a1",
         "/api/v1/events/nothing",
         "/api/v1/attempts/nothing",
-        "/api/v1/destination-types/aws_sqs",
+        "/api/v1/destination-types/azure_servicebus",
         "/api/v1/no/such/route",
         "/nothing",
     ] {

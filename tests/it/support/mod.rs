@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod contract;
 pub mod db;
+pub mod moto;
 pub mod nats;
 pub mod pipeline;
 pub mod proxy;
