@@ -72,7 +72,13 @@ mod tests {
 
     #[test]
     fn literal_private_hosts_are_refused_only_when_blocking() {
-        for host in ["127.0.0.1", "10.1.2.3", "[::1]", "localhost", "mq.localhost."] {
+        for host in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "[::1]",
+            "localhost",
+            "mq.localhost.",
+        ] {
             let problem = literal_host_problem("config.server_url", host, true)
                 .unwrap_or_else(|| panic!("{host} should be refused"));
             assert!(problem.starts_with("config.server_url: "), "{problem}");

@@ -212,16 +212,17 @@ impl NatsPublisher {
         let recorded = server_error.clone();
         let options = match &target.login {
             Login::None => ConnectOptions::new(),
-            Login::Creds(creds) => ConnectOptions::with_credentials(creds.expose()).map_err(|_| {
-                (
-                    AttemptCode::AuthFailed,
-                    "credentials.creds is not a NATS .creds file; replace it".to_owned(),
-                )
-            })?,
-            Login::Token(token) => ConnectOptions::new().token(token.expose().to_owned()),
-            Login::User { username, password } => {
-                ConnectOptions::new().user_and_password(username.clone(), password.expose().to_owned())
+            Login::Creds(creds) => {
+                ConnectOptions::with_credentials(creds.expose()).map_err(|_| {
+                    (
+                        AttemptCode::AuthFailed,
+                        "credentials.creds is not a NATS .creds file; replace it".to_owned(),
+                    )
+                })?
             }
+            Login::Token(token) => ConnectOptions::new().token(token.expose().to_owned()),
+            Login::User { username, password } => ConnectOptions::new()
+                .user_and_password(username.clone(), password.expose().to_owned()),
         };
         let urls: Vec<async_nats::ServerAddr> = target
             .servers
@@ -252,13 +253,15 @@ impl NatsPublisher {
             .map_err(|error| {
                 let servers = &target.servers_text;
                 match error.kind() {
-                    ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => (
-                        AttemptCode::AuthFailed,
-                        format!(
-                            "NATS at {servers} refused the login ({error}); check the \
+                    ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                        (
+                            AttemptCode::AuthFailed,
+                            format!(
+                                "NATS at {servers} refused the login ({error}); check the \
                              destination's credentials"
-                        ),
-                    ),
+                            ),
+                        )
+                    }
                     ConnectErrorKind::Dns => {
                         (AttemptCode::DnsError, format!("NATS at {servers}: {error}"))
                     }
@@ -333,7 +336,9 @@ fn denied(connected: &Connected, subject: &str) -> Option<String> {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let message = recorded.as_deref()?;
-    if !message.to_ascii_lowercase().contains("permissions violation")
+    if !message
+        .to_ascii_lowercase()
+        .contains("permissions violation")
         || !message.contains(subject)
     {
         return None;

@@ -200,7 +200,11 @@ pub fn displayed_credentials(credentials: &Fields) -> Fields {
     credentials
         .iter()
         .map(|(k, v)| {
-            let shown = if k == USERNAME { v.clone() } else { obfuscate(v) };
+            let shown = if k == USERNAME {
+                v.clone()
+            } else {
+                obfuscate(v)
+            };
             (k.clone(), shown)
         })
         .collect()
@@ -325,7 +329,13 @@ mod tests {
             ]
         );
         assert_eq!(parsed[2].url, "nats://c.example.com:4000");
-        for bad in ["http://x:1", "nats://u:p@x:1", "nats://x:port", "nats://", "a b"] {
+        for bad in [
+            "http://x:1",
+            "nats://u:p@x:1",
+            "nats://x:port",
+            "nats://",
+            "a b",
+        ] {
             let problem = servers(&map(&[("servers", bad)])).unwrap_err();
             assert!(problem.starts_with("config.servers"), "{bad}: {problem}");
         }
@@ -337,7 +347,10 @@ mod tests {
             validate_config(&Fields::new(), false),
             vec!["config.servers is required", "config.subject is required"]
         );
-        let good = map(&[("servers", "nats://n.example.com"), ("subject", "ev.{topic}")]);
+        let good = map(&[
+            ("servers", "nats://n.example.com"),
+            ("subject", "ev.{topic}"),
+        ]);
         assert!(validate_config(&good, true).is_empty());
         for subject in ["ev.*", "ev.>", "ev..x", "ev x", ".ev"] {
             let mut bad = good.clone();
@@ -360,8 +373,12 @@ mod tests {
             vec!["credentials.password is required with credentials.username"]
         );
         assert_eq!(
-            validate_credentials(&map(&[("token", "t"), ("username", "u"), ("password", "p")]))
-                .len(),
+            validate_credentials(&map(&[
+                ("token", "t"),
+                ("username", "u"),
+                ("password", "p")
+            ]))
+            .len(),
             1
         );
         assert_eq!(

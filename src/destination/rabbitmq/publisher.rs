@@ -352,7 +352,9 @@ fn close_in_background(link: Arc<Link>) {
 fn close_connection_in_background(connection: Connection) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(async move {
-            let _ = connection.close(200, ShortString::from("jetpost closed the destination")).await;
+            let _ = connection
+                .close(200, ShortString::from("jetpost closed the destination"))
+                .await;
         });
     }
 }

@@ -40,7 +40,10 @@ pub fn host_and_port(server_url: &str, tls: bool) -> Result<(String, u16), Strin
     if server_url.is_empty() {
         return Err("config.server_url is required".to_owned());
     }
-    if server_url.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#')) {
+    if server_url
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
+    {
         return Err(usage.to_owned());
     }
     let default_port = if tls { AMQPS_PORT } else { AMQP_PORT };
@@ -125,7 +128,11 @@ pub fn displayed_credentials(credentials: &Fields) -> Fields {
     credentials
         .iter()
         .map(|(k, v)| {
-            let shown = if k == USERNAME { v.clone() } else { obfuscate(v) };
+            let shown = if k == USERNAME {
+                v.clone()
+            } else {
+                obfuscate(v)
+            };
             (k.clone(), shown)
         })
         .collect()
@@ -133,7 +140,11 @@ pub fn displayed_credentials(credentials: &Fields) -> Fields {
 
 /// Outpost's target text: `<exchange> -> <server_url>`.
 pub fn target(config: &Fields) -> String {
-    format!("{} -> {}", get(config, "exchange"), get(config, "server_url"))
+    format!(
+        "{} -> {}",
+        get(config, "exchange"),
+        get(config, "server_url")
+    )
 }
 
 /// The `/destination-types` entry.
@@ -249,7 +260,10 @@ mod tests {
     fn config_needs_server_url_and_exchange() {
         assert_eq!(
             validate_config(&Fields::new(), false),
-            vec!["config.server_url is required", "config.exchange is required"]
+            vec![
+                "config.server_url is required",
+                "config.exchange is required"
+            ]
         );
         let good = map(&[("server_url", "mq.example.com:5672"), ("exchange", "ev")]);
         assert!(validate_config(&good, true).is_empty());
