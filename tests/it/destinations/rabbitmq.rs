@@ -98,13 +98,7 @@ struct Received {
 
 async fn take(channel: &Channel, queue: &str) -> Option<Received> {
     let got = channel
-        .basic_get(
-            queue.into(),
-            BasicGetOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-        )
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
         .await
         .unwrap()?;
     Some(Received {
