@@ -536,3 +536,104 @@ async fn the_rabbitmq_type_is_described_with_outposts_fields() {
         "{all}"
     );
 }
+
+fn destination(exchange: &str, username: &str) -> jetpost::store::Destination {
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    jetpost::store::Destination {
+        tenant_id: TENANT.into(),
+        id: "direct".into(),
+        kind: "rabbitmq".into(),
+        topics: vec!["*".into()],
+        filter: None,
+        config: map(&[("server_url", RABBITMQ), ("exchange", exchange)]),
+        credentials: jetpost::store::Credentials(map(&[
+            ("username", username),
+            ("password", "guest"),
+        ])),
+        delivery_metadata: None,
+        metadata: None,
+        disabled_at: None,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    }
+}
+
+fn event(id: &str) -> jetpost::store::Event {
+    jetpost::store::Event {
+        tenant_id: TENANT.into(),
+        id: id.into(),
+        destination_id: None,
+        topic: "order.paid".into(),
+        time: chrono::Utc::now(),
+        metadata: None,
+        data: r#"{"n":1}"#.into(),
+        eligible_for_retry: true,
+        destination_ids: Vec::new(),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_exchange_is_not_found_until_it_is_declared() {
+    use jetpost::destination::{
+        AttemptCode, DestinationType, OutcomeClass, rabbitmq::RabbitMqType,
+    };
+
+    let (_amqp, channel) = rabbitmq().await;
+    let missing = format!("jetpost-missing-{}", uuid::Uuid::new_v4().simple());
+    let publisher = RabbitMqType::new(false, Duration::from_secs(10))
+        .open(&destination(&missing, "guest"))
+        .unwrap();
+    let outcome = publisher.publish(&event("e1")).await;
+    assert_eq!(outcome.code, AttemptCode::NotFound, "{:?}", outcome.error);
+    assert_eq!(outcome.class(), OutcomeClass::Retryable);
+    let message = outcome.error.unwrap();
+    assert!(
+        message.contains(&format!("exchange {missing:?} does not exist")),
+        "{message}"
+    );
+
+    // Declared meanwhile: the next attempt opens a new channel and delivers.
+    channel
+        .exchange_declare(
+            missing.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            missing.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            missing.as_str().into(),
+            missing.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let outcome = publisher.publish(&event("e2")).await;
+    assert_eq!(outcome.code, AttemptCode::Ok, "{:?}", outcome.error);
+    assert_eq!(next_message(&channel, &missing).await.body, br#"{"n":1}"#);
+    publisher.close();
+}
