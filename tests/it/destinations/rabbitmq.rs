@@ -637,3 +637,55 @@ async fn a_missing_exchange_is_not_found_until_it_is_declared() {
     assert_eq!(next_message(&channel, &missing).await.body, br#"{"n":1}"#);
     publisher.close();
 }
+
+/// Runs `rabbitmqctl` with `args`, failing the test with how to get it when it cannot.
+fn rabbitmqctl(args: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("rabbitmqctl (from rabbitmq-server, next to RabbitMQ at {RABBITMQ}): {e}")
+        });
+    assert!(status.success(), "rabbitmqctl {args:?}: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_that_may_not_write_to_the_exchange_is_access_denied() {
+    use jetpost::destination::{
+        AttemptCode, DestinationType, OutcomeClass, rabbitmq::RabbitMqType,
+    };
+
+    let (_amqp, channel) = rabbitmq().await;
+    let exchange = exchange_and_queue(&channel, "jetpost-denied").await;
+    let user = format!("jetpost-reader-{}", uuid::Uuid::new_v4().simple());
+    rabbitmqctl(&["add_user", &user, "guest"]);
+    // Configure and read anything, write nothing.
+    rabbitmqctl(&["set_permissions", "-p", "/", &user, ".*", "", ".*"]);
+
+    let publisher = RabbitMqType::new(false, Duration::from_secs(10))
+        .open(&destination(&exchange, &user))
+        .unwrap();
+    let outcome = publisher.publish(&event("e1")).await;
+    publisher.close();
+    rabbitmqctl(&["delete_user", &user]);
+    assert_eq!(
+        outcome.code,
+        AttemptCode::AccessDenied,
+        "{:?}",
+        outcome.error
+    );
+    assert_eq!(outcome.class(), OutcomeClass::Permanent);
+    let message = outcome.error.unwrap();
+    assert!(
+        message.contains(&format!(
+            "user {user:?} may not publish to exchange {exchange:?}"
+        )),
+        "{message}"
+    );
+    assert!(
+        take(&channel, &exchange).await.is_none(),
+        "nothing published"
+    );
+}
