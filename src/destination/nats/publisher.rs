@@ -57,14 +57,26 @@ impl NatsPublisher {
         match tokio::time::timeout(self.timeout, self.send(event)).await {
             Ok(Ok(response)) => Outcome::accepted(response, sent_at),
             Ok(Err((code, message))) => Outcome::failed(code, message, sent_at),
-            Err(_) => Outcome::failed(
-                AttemptCode::Timeout,
-                format!(
-                    "NATS at {} did not accept the message within {:?}",
-                    self.target.servers_text, self.timeout
-                ),
-                sent_at,
-            ),
+            Err(_) => {
+                // A publish the server refused for permissions gets no acknowledgement: the
+                // violation it reported says why better than the timeout does.
+                let subject = self.target.subject_for(&event.topic);
+                let denied = match self.client.try_lock() {
+                    Ok(slot) => slot.as_ref().and_then(|c| denied(c, &subject)),
+                    Err(_) => None,
+                };
+                match denied {
+                    Some(message) => Outcome::failed(AttemptCode::AccessDenied, message, sent_at),
+                    None => Outcome::failed(
+                        AttemptCode::Timeout,
+                        format!(
+                            "NATS at {} did not accept the message within {:?}",
+                            self.target.servers_text, self.timeout
+                        ),
+                        sent_at,
+                    ),
+                }
+            }
         }
     }
 

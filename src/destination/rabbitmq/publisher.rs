@@ -341,11 +341,10 @@ fn io_code(error: &io::Error) -> AttemptCode {
 }
 
 fn close_in_background(link: Arc<Link>) {
-    match Arc::try_unwrap(link) {
-        Ok(link) => close_connection_in_background(link.connection),
-        // An attempt still holds it; the last holder's drop closes it (lapin closes a
-        // connection whose last handle goes).
-        Err(_) => {}
+    // While an attempt still holds the link, the last holder's drop closes it (lapin closes a
+    // connection when its last handle goes).
+    if let Ok(link) = Arc::try_unwrap(link) {
+        close_connection_in_background(link.connection);
     }
 }
 
