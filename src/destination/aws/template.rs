@@ -100,6 +100,16 @@ mod tests {
         DateTime::parse_from_rfc3339(text).unwrap().to_utc()
     }
 
+    proptest::proptest! {
+        /// Templates come from tenants: any text is compiled or refused, never a panic.
+        #[test]
+        fn any_text_compiles_or_is_refused(text in "[\\PC\\[\\]\\.()'\"`@&|!<>=*,:{}0-9a-z-]{0,40}") {
+            if let Ok(template) = Template::compile("key_template", &text) {
+                let _ = template.evaluate(json!({"data": {"a": [1, "x"]}, "metadata": {}}));
+            }
+        }
+    }
+
     #[test]
     fn time_fields_match_outposts_formats() {
         let fields = time_fields(at("2026-03-04T05:06:07.120Z"));
