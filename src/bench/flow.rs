@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::destinations::Sink;
 use super::publish::{self, split};
 use super::rig::{BenchEnv, Rig, RigOptions, TenantPlan};
 use super::tally::{Latencies, Throughput};
@@ -124,6 +125,7 @@ pub async fn throughput(env: &BenchEnv, tenants: usize, events: u64) -> anyhow::
             tenants: plans,
             tally_len: events as usize,
             slow_delay: Duration::ZERO,
+            destination: None,
         },
     )
     .await?;
@@ -151,6 +153,7 @@ pub async fn latency(
             tenants: plans,
             tally_len: events as usize,
             slow_delay: Duration::ZERO,
+            destination: None,
         },
     )
     .await?;
@@ -191,6 +194,7 @@ pub async fn fairness(
             tenants: plans.clone(),
             tally_len: b_events as usize,
             slow_delay: Duration::ZERO,
+            destination: None,
         },
     )
     .await?;
@@ -207,6 +211,7 @@ pub async fn fairness(
             tenants: plans,
             tally_len: (backlog + b_events) as usize,
             slow_delay: Duration::ZERO,
+            destination: None,
         },
     )
     .await?;
@@ -251,6 +256,7 @@ pub async fn isolation(
             tenants: fast.clone(),
             tally_len: events as usize,
             slow_delay,
+            destination: None,
         },
     )
     .await?;
@@ -274,6 +280,7 @@ pub async fn isolation(
             tenants,
             tally_len: (events + slow_events) as usize,
             slow_delay,
+            destination: None,
         },
     )
     .await?;
@@ -287,4 +294,34 @@ pub async fn isolation(
         with_slow,
         slow_events,
     })
+}
+
+/// One tenant publishes `events` as fast as it can to one destination of `sink`'s type, read
+/// back by the sink's consumer.
+pub async fn to_sink(
+    env: &BenchEnv,
+    mut sink: Sink,
+    name: &str,
+    events: u64,
+) -> anyhow::Result<FlowResult> {
+    let plans = vec![TenantPlan::fast(name)];
+    let parts = assign(&plans, 0, events);
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: plans,
+            tally_len: events as usize,
+            slow_delay: Duration::ZERO,
+            destination: Some(sink.destination()),
+        },
+    )
+    .await?;
+    sink.consume(rig.tally.clone());
+    rig.start_service().await?;
+    burst_all(&rig, &parts).await?;
+    let (delivered, waited) = wait(&rig, 0..events).await;
+    let result = result(&rig, 0..events, delivered, waited);
+    rig.stop().await?;
+    sink.stop().await;
+    Ok(result)
 }

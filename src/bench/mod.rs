@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod chart;
 pub mod db;
+pub mod destinations;
 pub mod flow;
 pub mod limits;
 pub mod procstat;
@@ -56,6 +57,8 @@ pub struct Sizes {
     /// Events and concurrent callers of the store ingest runs.
     pub store_events: u64,
     pub store_tasks: usize,
+    /// Events of each run of the destinations scenario (one tenant, one destination).
+    pub destination_events: u64,
 }
 
 impl Sizes {
@@ -78,6 +81,7 @@ impl Sizes {
             idle_window: Duration::from_secs(30),
             store_events: 100_000,
             store_tasks: 512,
+            destination_events: 20_000,
         }
     }
 
@@ -100,6 +104,7 @@ impl Sizes {
             idle_window: Duration::from_secs(5),
             store_events: 10_000,
             store_tasks: 256,
+            destination_events: 5_000,
         }
     }
 
@@ -122,6 +127,7 @@ impl Sizes {
             idle_window: Duration::from_secs(1),
             store_events: 200,
             store_tasks: 16,
+            destination_events: 100,
         }
     }
 }

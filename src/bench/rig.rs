@@ -3,6 +3,7 @@
 //! each tenant's webhook destination, the fast receiver, and jetpost itself run in-process with
 //! `app::run` on a config built here. Everything is stopped and removed when the rig is.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +72,16 @@ pub struct RigOptions {
     /// Events the scenario's tally can hold (sequence numbers `0..tally_len`).
     pub tally_len: usize,
     pub slow_delay: Duration,
+    /// Every tenant's destination; `None`: a signed webhook to the receiver.
+    pub destination: Option<SeededDestination>,
+}
+
+/// A destination of another type than the receiver's webhook, seeded for every tenant.
+#[derive(Debug, Clone)]
+pub struct SeededDestination {
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+    pub credentials: BTreeMap<String, String>,
 }
 
 /// A running scenario world; call [`Rig::stop`] at the end.
@@ -101,6 +112,10 @@ impl Rig {
         let db = BenchDb::create(&env.store).await?;
         let store = open_store(db.url()).await?;
         for tenant in &options.tenants {
+            if let Some(destination) = &options.destination {
+                seed(&store, &tenant.name, destination).await?;
+                continue;
+            }
             let url = if tenant.slow {
                 receiver.slow_url(&tenant.name)
             } else {
@@ -380,6 +395,26 @@ pub async fn open_store(url: &str) -> anyhow::Result<Store> {
         .await
         .context("migrating the benchmark store")?;
     Ok(store)
+}
+
+/// Creates `tenant` with `destination` for every topic.
+async fn seed(store: &Store, tenant: &str, destination: &SeededDestination) -> anyhow::Result<()> {
+    store.upsert_tenant(tenant, None).await?;
+    store
+        .create_destination(&NewDestination {
+            tenant_id: tenant.into(),
+            id: format!("{tenant}-{}", destination.kind),
+            kind: destination.kind.clone(),
+            topics: vec!["*".into()],
+            filter: None,
+            config: destination.config.clone(),
+            credentials: Credentials(destination.credentials.clone()),
+            delivery_metadata: None,
+            metadata: None,
+        })
+        .await
+        .with_context(|| format!("creating {tenant}'s {} destination", destination.kind))?;
+    Ok(())
 }
 
 /// Creates `tenant` with one signed webhook destination to `url` for every topic.

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::destinations::Sink;
 use super::flow::{self, FlowResult};
 use super::limits::{self, Limits};
 use super::report::{LatencySeries, Row};
@@ -27,10 +28,12 @@ pub enum Scenario {
     SlowEndpoint,
     /// Thousands of idle accounts: memory, CPU, add → consume.
     Accounts,
+    /// One tenant's burst to a webhook, to RabbitMQ and to SQS (moto), in one run.
+    Destinations,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Limits,
         Scenario::Store,
         Scenario::Throughput,
@@ -38,6 +41,7 @@ impl Scenario {
         Scenario::Fairness,
         Scenario::SlowEndpoint,
         Scenario::Accounts,
+        Scenario::Destinations,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Scenario {
             Scenario::Fairness => "fairness",
             Scenario::SlowEndpoint => "slow-endpoint",
             Scenario::Accounts => "accounts",
+            Scenario::Destinations => "destinations",
         }
     }
 }
@@ -120,6 +125,7 @@ impl Run {
             Scenario::Fairness => self.fairness().await,
             Scenario::SlowEndpoint => self.slow_endpoint().await,
             Scenario::Accounts => self.accounts().await,
+            Scenario::Destinations => self.destinations().await,
         };
         if let Err(err) = result {
             self.say(format_args!("{scenario}: failed: {err:#}"));
@@ -132,6 +138,67 @@ impl Run {
             "{scenario}: done in {:.0} s",
             started.elapsed().as_secs_f64()
         ));
+    }
+
+    /// The same burst from one tenant to one destination of each type; the broker types are
+    /// compared with the webhook run. A broker that cannot be reached fails its row only.
+    async fn destinations(&mut self) -> anyhow::Result<()> {
+        let events = self.sizes.destination_events;
+        self.say("destinations: webhook");
+        let webhook = flow::throughput(&self.env, 1, events).await?;
+        let webhook_rate = webhook.throughput.map(|t| t.per_second);
+        self.push_destination("webhook (the bench receiver)", events, Ok(webhook), None);
+        for (label, sink) in [
+            (
+                "rabbitmq (the machine's RabbitMQ, publisher confirms)",
+                "rabbitmq",
+            ),
+            ("aws_sqs (moto's standalone server)", "aws_sqs"),
+        ] {
+            self.say(format_args!("destinations: {sink}"));
+            let result = match sink {
+                "rabbitmq" => match Sink::rabbitmq().await {
+                    Ok(sink) => flow::to_sink(&self.env, sink, "dest-rabbitmq", events).await,
+                    Err(err) => Err(err),
+                },
+                _ => match Sink::sqs().await {
+                    Ok(sink) => flow::to_sink(&self.env, sink, "dest-sqs", events).await,
+                    Err(err) => Err(err),
+                },
+            };
+            self.push_destination(label, events, result, webhook_rate);
+        }
+        Ok(())
+    }
+
+    fn push_destination(
+        &mut self,
+        label: &str,
+        events: u64,
+        result: anyhow::Result<FlowResult>,
+        webhook_rate: Option<f64>,
+    ) {
+        let metric = format!("1 tenant, {events} events → {label}");
+        let row = match result {
+            Ok(result) => {
+                let mut row = Row::new(
+                    "destinations",
+                    metric,
+                    result.throughput.map(|t| t.per_second),
+                    "events/s",
+                );
+                if webhook_rate.is_some() {
+                    row = row.against("webhook, same run", webhook_rate, "events/s");
+                }
+                match result.shortfall() {
+                    Some(note) => row.note(note),
+                    None => row,
+                }
+            }
+            Err(err) => Row::new("destinations", metric, None, "events/s")
+                .note(format!("{err:#}").replace('|', "/")),
+        };
+        self.rows.push(row);
     }
 
     async fn limits(&mut self) -> anyhow::Result<()> {

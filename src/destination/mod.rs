@@ -1,5 +1,5 @@
-//! Destinations: where events go. Every destination type (only `webhook` today) provides the
-//! same shape: its `/destination-types` description, its `config` and `credentials` rules
+//! Destinations: where events go. Every destination type (`webhook`, `hookdeck`, `rabbitmq`,
+//! `nats`, `aws_sqs`, `aws_s3`, `aws_kinesis`, one module each) provides the same shape: its `/destination-types` description, its `config` and `credentials` rules
 //! (checked once at API write), and a publisher opened once per destination version that sends
 //! one event and reports the outcome. The `Registry` holds the types and the opened publishers;
 //! the API and the dispatcher reach types only through it.
