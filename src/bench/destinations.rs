@@ -54,57 +54,8 @@ impl Sink {
     pub async fn rabbitmq() -> anyhow::Result<Sink> {
         let server =
             std::env::var("JETPOST_BENCH_RABBITMQ").unwrap_or_else(|_| RABBITMQ.to_owned());
-        let connection = tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(
-                &format!("amqp://guest:guest@{server}/%2f"),
-                ConnectionProperties::default(),
-            ),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("RabbitMQ at {server} did not answer within 10 s"))?
-        .with_context(|| format!("connecting to RabbitMQ at {server} (guest/guest)"))?;
-        let channel = connection.create_channel().await?;
         let name = format!("jetpost-bench-{}", uuid::Uuid::new_v4().simple());
-        let auto_delete = ExchangeDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Topic,
-                auto_delete,
-                FieldTable::default(),
-            )
-            .await?;
-        let queue = QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(name.as_str().into(), queue, FieldTable::default())
-            .await?;
-        channel
-            .queue_bind(
-                name.as_str().into(),
-                name.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let deliveries = channel
-            .basic_consume(
-                name.as_str().into(),
-                "jetpost-bench".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (connection, deliveries) = bound_queue(&server, &name).await?;
         Ok(Sink {
             destination: SeededDestination {
                 kind: "rabbitmq".into(),
@@ -228,6 +179,66 @@ impl Sink {
             let _ = consumer.await;
         }
     }
+}
+
+/// Connects to the RabbitMQ at `server` as guest, declares a topic exchange and a queue, both
+/// named `name` and deleted when unused, binds every routing key, and consumes the queue
+/// (acknowledged on delivery). Also the `jetpost dev` demo's RabbitMQ.
+pub async fn bound_queue(
+    server: &str,
+    name: &str,
+) -> anyhow::Result<(Connection, lapin::Consumer)> {
+    let connection = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(
+            &format!("amqp://guest:guest@{server}/%2f"),
+            ConnectionProperties::default(),
+        ),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("RabbitMQ at {server} did not answer within 10 s"))?
+    .with_context(|| format!("connecting to RabbitMQ at {server} (guest/guest)"))?;
+    let channel = connection.create_channel().await?;
+    let auto_delete = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            auto_delete,
+            FieldTable::default(),
+        )
+        .await?;
+    let queue = QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(name.into(), queue, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            name.into(),
+            name.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let deliveries = channel
+        .basic_consume(
+            name.into(),
+            "jetpost".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, deliveries))
 }
 
 /// Receives, stamps and deletes messages until stopped. The event id is in the `metadata`

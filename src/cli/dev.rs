@@ -1,7 +1,9 @@
 //! `jetpost dev`: a local sandbox in one command. A nats-server in operator/JWT mode with two demo
 //! tenant accounts (streams, durable consumers, `.creds`), an accounts directory, a SQLite store,
 //! a demo webhook receiver that prints what it receives and checks signatures, the service itself,
-//! demo tenants and destinations created through the API, and a few sample events. Ctrl-C stops it.
+//! demo tenants and destinations created through the API (plus a RabbitMQ destination whose
+//! messages are printed, when RabbitMQ answers on 127.0.0.1:5672), and a few sample events.
+//! Ctrl-C stops it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,9 +12,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, Migrations};
+use crate::bench::destinations::bound_queue;
 use crate::config::{Config, DatabaseUrl, Secret};
 use crate::destination::webhook::signature::sign_default;
 use crate::local_nats::{AccountSpec, BinaryLookup, LocalNatsServer, ServerOptions};
@@ -66,6 +70,7 @@ pub async fn run() -> anyhow::Result<()> {
     for tenant in TENANTS {
         create_demo_tenant(&client, &base, tenant, &receiver).await?;
     }
+    let rabbitmq = demo_rabbitmq(&client, &base, TENANTS[0]).await;
     for tenant in TENANTS {
         let js = async_nats::jetstream::new(nats.connect_as(tenant).await?);
         for (i, topic) in ["order.created", "order.paid"].iter().enumerate() {
@@ -78,6 +83,14 @@ pub async fn run() -> anyhow::Result<()> {
     }
 
     print_summary(&nats, &api, &receiver, &root)?;
+    match &rabbitmq {
+        Ok(_) => println!(
+            "  rabbitmq      {RABBITMQ}: {} also delivers to exchange {RABBITMQ_DEMO} (printed \
+             below as [rabbitmq])\n",
+            TENANTS[0]
+        ),
+        Err(err) => println!("  rabbitmq      not used: {err:#}\n"),
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => println!("\nstopping…"),
         result = service => {
@@ -90,6 +103,62 @@ pub async fn run() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(nats);
     Ok(())
+}
+
+/// The RabbitMQ `jetpost dev` offers a destination on, when one answers there.
+const RABBITMQ: &str = "127.0.0.1:5672";
+/// The demo's exchange and queue (deleted by RabbitMQ when the demo stops).
+const RABBITMQ_DEMO: &str = "jetpost-dev";
+
+/// When RabbitMQ answers at `RABBITMQ` (guest/guest), a `rabbitmq` destination for `tenant`
+/// to a demo exchange, and a consumer that prints what arrives; the connection stays open
+/// while it runs.
+async fn demo_rabbitmq(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+) -> anyhow::Result<lapin::Connection> {
+    let reachable = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(RABBITMQ),
+    )
+    .await;
+    if !matches!(reachable, Ok(Ok(_))) {
+        bail!("nothing answers at {RABBITMQ}");
+    }
+    let (connection, mut deliveries) = bound_queue(RABBITMQ, RABBITMQ_DEMO).await?;
+    let destination = serde_json::json!({
+        "id": format!("{tenant}-rabbitmq"),
+        "type": "rabbitmq",
+        "topics": "*",
+        "config": {"server_url": RABBITMQ, "exchange": RABBITMQ_DEMO},
+        "credentials": {"username": "guest", "password": "guest"},
+    });
+    let response = client
+        .post(format!("{base}/tenants/{tenant}/destinations"))
+        .bearer_auth(API_KEY)
+        .json(&destination)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "creating {tenant}'s rabbitmq destination: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = deliveries.next().await {
+            let id = delivery.properties.message_id().clone().unwrap_or_default();
+            println!(
+                "[rabbitmq] {RABBITMQ_DEMO} ← {} {} body {}",
+                delivery.routing_key,
+                id,
+                String::from_utf8_lossy(&delivery.data)
+            );
+        }
+    });
+    Ok(connection)
 }
 
 fn demo_declaration() -> Declaration {
