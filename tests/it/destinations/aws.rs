@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use jetpost::config::AccountConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::TenantStream;
 use crate::api::{Auth, Service, assert_error, messages};
 use crate::support::db::TestDb;
 use crate::support::moto::{self, AccessKey, Moto};
-use crate::support::nats::{LocalNatsServer, declare_stream_and_consumer, plain_server};
+use crate::support::nats::LocalNatsServer;
 use crate::support::proxy::Proxy;
 
 const TENANT: &str = "t1";
@@ -245,24 +245,12 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Bed {
-        let nats = plain_server().await;
-        let js = jetstream::new(nats.connect().await.unwrap());
-        declare_stream_and_consumer(&js, "events", &["events.>"], "jetpost").await;
-        let url = nats.url();
-        let svc = Service::start_with(TestDb::sqlite().await, move |c| {
+        let (svc, js, nats) = TenantStream::start(|c| {
             c.retry_schedule = vec![1, 1, 1, 1, 1];
             c.retry_max_limit = 5;
-            c.publishmq.nats.servers = vec![url];
-            c.publishmq.nats.accounts = vec![AccountConfig {
-                name: "acme".into(),
-                credentials_file: None,
-                stream: "events".into(),
-                consumer: "jetpost".into(),
-                tenant_id: TENANT.into(),
-            }];
         })
-        .await;
-        svc.tenant(TENANT).await;
+        .await
+        .into_parts();
         Bed {
             svc,
             js,

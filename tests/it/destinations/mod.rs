@@ -18,7 +18,7 @@ use crate::support::nats::{declare_stream_and_consumer, plain_server};
 /// jetpost with `tweak` applied to its config.
 pub struct TenantStream {
     /// Stopped on drop: kept for as long as the test runs.
-    _server: LocalNatsServer,
+    pub server: LocalNatsServer,
     pub js: jetstream::Context,
     pub svc: Service,
 }
@@ -42,20 +42,25 @@ impl TenantStream {
         })
         .await;
         svc.tenant("t1").await;
-        TenantStream {
-            _server: server,
-            js,
-            svc,
-        }
+        TenantStream { server, js, svc }
     }
 
     /// Publishes `event` (an Outpost event as JSON text) into the tenant's stream.
     pub async fn publish(&self, event: &str) {
-        self.js
-            .publish("events.in", event.to_owned().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_event(&self.js, event).await;
     }
+
+    /// The service, the JetStream context to publish with, and the server.
+    pub fn into_parts(self) -> (Service, jetstream::Context, LocalNatsServer) {
+        (self.svc, self.js, self.server)
+    }
+}
+
+/// Publishes `raw` (an Outpost event as JSON text) on `events.orders` and waits for the ack.
+pub async fn publish_event(js: &jetstream::Context, raw: &str) {
+    js.publish("events.orders", raw.to_owned().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }

@@ -10,17 +10,15 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::Utc;
 use futures::StreamExt;
-use jetpost::config::AccountConfig;
 use jetpost::destination::{AttemptCode, DestinationType, nats::NatsType};
 use jetpost::store::{Credentials, DeliveryStatus, Destination, Event};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::{TenantStream, publish_event};
 use crate::api::{Auth, Service, messages};
-use crate::support::db::TestDb;
 use crate::support::nats::{
-    LocalNatsServer, PATIENCE, declare_stream_and_consumer, operator_server, options, plain_server,
-    wait_until,
+    LocalNatsServer, PATIENCE, operator_server, options, plain_server, wait_until,
 };
 
 const TENANT: &str = "t1";
@@ -29,32 +27,9 @@ const D: &str = "/api/v1/tenants/t1/destinations";
 /// jetpost consuming tenant `t1`'s events from a plain server of its own, retrying every
 /// second; and a JetStream context to publish those events with.
 async fn service() -> (Service, jetstream::Context, LocalNatsServer) {
-    let source = plain_server().await;
-    let js = jetstream::new(source.connect().await.unwrap());
-    declare_stream_and_consumer(&js, "events", &["events.>"], "jetpost").await;
-    let url = source.url();
-    let svc = Service::start_with(TestDb::sqlite().await, move |c| {
-        c.retry_schedule = vec![1; 20];
-        c.publishmq.nats.servers = vec![url];
-        c.publishmq.nats.accounts = vec![AccountConfig {
-            name: "acme".into(),
-            credentials_file: None,
-            stream: "events".into(),
-            consumer: "jetpost".into(),
-            tenant_id: TENANT.into(),
-        }];
-    })
-    .await;
-    svc.tenant(TENANT).await;
-    (svc, js, source)
-}
-
-async fn publish_event(js: &jetstream::Context, raw: &str) {
-    js.publish("events.orders", raw.to_owned().into())
+    TenantStream::start(|c| c.retry_schedule = vec![1; 20])
         .await
-        .unwrap()
-        .await
-        .unwrap();
+        .into_parts()
 }
 
 /// An admin call whose answer is not checked against Outpost's contract, which has no `nats`

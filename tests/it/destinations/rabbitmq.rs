@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use jetpost::config::AccountConfig;
 use jetpost::store::DeliveryStatus;
 use lapin::options::{
     BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -19,11 +18,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::{TenantStream, publish_event};
 use crate::api::{Auth, Service, messages};
 use crate::support::db::TestDb;
-use crate::support::nats::{
-    LocalNatsServer, PATIENCE, declare_stream_and_consumer, plain_server, wait_until,
-};
+use crate::support::nats::{LocalNatsServer, PATIENCE, wait_until};
 use crate::support::proxy::Proxy;
 
 const RABBITMQ: &str = "127.0.0.1:5672";
@@ -133,24 +131,9 @@ fn header(properties: &BasicProperties, name: &str) -> String {
 /// jetpost consuming tenant `t1`'s NATS account, retrying every second, and a JetStream
 /// context to publish events with.
 async fn service_with_nats() -> (Service, jetstream::Context, LocalNatsServer) {
-    let server = plain_server().await;
-    let js = jetstream::new(server.connect().await.unwrap());
-    declare_stream_and_consumer(&js, "events", &["events.>"], "jetpost").await;
-    let url = server.url();
-    let svc = Service::start_with(TestDb::sqlite().await, move |c| {
-        c.retry_schedule = vec![1; 20];
-        c.publishmq.nats.servers = vec![url];
-        c.publishmq.nats.accounts = vec![AccountConfig {
-            name: "acme".into(),
-            credentials_file: None,
-            stream: "events".into(),
-            consumer: "jetpost".into(),
-            tenant_id: TENANT.into(),
-        }];
-    })
-    .await;
-    svc.tenant(TENANT).await;
-    (svc, js, server)
+    TenantStream::start(|c| c.retry_schedule = vec![1; 20])
+        .await
+        .into_parts()
 }
 
 async fn create(svc: &Service, id: &str, server_url: &str, exchange: &str, password: &str) {
@@ -168,14 +151,6 @@ async fn create(svc: &Service, id: &str, server_url: &str, exchange: &str, passw
         StatusCode::CREATED,
     )
     .await;
-}
-
-async fn publish_event(js: &jetstream::Context, raw: &str) {
-    js.publish("events.orders", raw.to_owned().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
 }
 
 async fn attempts(svc: &Service, destination: &str) -> Vec<Value> {
