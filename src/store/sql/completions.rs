@@ -105,6 +105,10 @@ where
             })
             .collect();
         if held.is_empty() {
+            // Ended here rather than dropped: a dropped transaction's rollback waits for the
+            // connection's next use, and until then the rows stay locked, so claims (SKIP
+            // LOCKED) would pass over deliveries whose lease has in fact run out.
+            tx.rollback().await.map_err(db_error(op))?;
             return Ok(results);
         }
 
