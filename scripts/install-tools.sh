@@ -14,7 +14,7 @@ bin="$tools/bin/nats-server"
 moto="$tools/bin/moto_server"
 
 have_nats() {
-  [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"
+  [ -x "$bin" ] && [[ "$("$bin" --version 2>/dev/null)" == *"v$NATS_SERVER_VERSION"* ]]
 }
 
 if ! have_nats; then
@@ -23,8 +23,10 @@ if ! have_nats; then
   have_nats || { echo "install-tools: nats-server $NATS_SERVER_VERSION did not install into $tools" >&2; exit 1; }
 fi
 
+# The version read whole (sed, not grep -q): grep -q would quit at the first match, pip would
+# die of SIGPIPE and, under pipefail, the check would fail although moto is installed.
 have_moto() {
-  [ -x "$moto" ] && "$tools/bin/pip" show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"
+  [ -x "$moto" ] && [ "$("$tools/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p')" = "$MOTO_VERSION" ]
 }
 
 if ! have_moto; then
