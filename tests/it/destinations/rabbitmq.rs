@@ -51,9 +51,15 @@ async fn rabbitmq() -> (Connection, Channel) {
 /// plus a unique suffix; returns the name.
 async fn exchange_and_queue(channel: &Channel, name: &str) -> String {
     let name = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+    declare_exchange_and_queue(channel, &name).await;
+    name
+}
+
+/// A topic exchange and a queue bound to it for every routing key, both named `name`.
+async fn declare_exchange_and_queue(channel: &Channel, name: &str) {
     channel
         .exchange_declare(
-            name.as_str().into(),
+            name.into(),
             ExchangeKind::Topic,
             ExchangeDeclareOptions {
                 auto_delete: true,
@@ -65,7 +71,7 @@ async fn exchange_and_queue(channel: &Channel, name: &str) -> String {
         .unwrap();
     channel
         .queue_declare(
-            name.as_str().into(),
+            name.into(),
             QueueDeclareOptions {
                 auto_delete: true,
                 ..Default::default()
@@ -76,15 +82,14 @@ async fn exchange_and_queue(channel: &Channel, name: &str) -> String {
         .unwrap();
     channel
         .queue_bind(
-            name.as_str().into(),
-            name.as_str().into(),
+            name.into(),
+            name.into(),
             "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
         .unwrap();
-    name
 }
 
 /// A message taken from `queue`: routing key, properties and body.
@@ -574,39 +579,7 @@ async fn a_missing_exchange_is_not_found_until_it_is_declared() {
     );
 
     // Declared meanwhile: the next attempt opens a new channel and delivers.
-    channel
-        .exchange_declare(
-            missing.as_str().into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_declare(
-            missing.as_str().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            missing.as_str().into(),
-            missing.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_exchange_and_queue(&channel, &missing).await;
     let outcome = publisher.publish(&event("e2")).await;
     assert_eq!(outcome.code, AttemptCode::Ok, "{:?}", outcome.error);
     assert_eq!(next_message(&channel, &missing).await.body, br#"{"n":1}"#);
