@@ -1,6 +1,7 @@
-//! The `destinations` scenario's sinks: a RabbitMQ exchange with a queue bound to it and an SQS
-//! queue on moto's standalone server, each with a consumer that stamps every message's event id
-//! into the tally, as the receiver does for webhooks. The rig seeds the tenant's destination
+//! The `destinations` scenario's sinks: a RabbitMQ exchange with a queue bound to it, an SQS
+//! queue on moto's standalone server and a topic on a tansu broker (Kafka protocol), each with a
+//! consumer that stamps every message's event id into the tally, as the receiver does for
+//! webhooks. The rig seeds the tenant's destination
 //! from [`Sink::destination`].
 
 use std::path::PathBuf;
@@ -16,11 +17,13 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::SeededDestination;
 use super::tally::Tally;
+use super::tansu::{self, TansuBroker};
 
 /// The broker the RabbitMQ run publishes to (`JETPOST_BENCH_RABBITMQ` overrides).
 const RABBITMQ: &str = "127.0.0.1:5672";
@@ -35,9 +38,10 @@ pub struct Sink {
     reader: Reader,
     stop: CancellationToken,
     consumers: Vec<JoinHandle<()>>,
-    /// Kept alive for the run: moto's process, RabbitMQ's connection.
+    /// Kept alive for the run: moto's process, RabbitMQ's connection, the tansu broker.
     _moto: Option<tokio::process::Child>,
     _rabbitmq: Option<Connection>,
+    _tansu: Option<TansuBroker>,
 }
 
 /// How a sink is read back once the rig's tally exists.
@@ -47,6 +51,7 @@ enum Reader {
         client: aws_sdk_sqs::Client,
         queue_url: String,
     },
+    Kafka(Option<Arc<PartitionClient>>),
 }
 
 impl Sink {
@@ -75,13 +80,14 @@ impl Sink {
             consumers: Vec::new(),
             _moto: None,
             _rabbitmq: Some(connection),
+            _tansu: None,
         })
     }
 
     /// A queue on a moto server started here (`MOTO_SERVER_BIN`, else
     /// `.tools/bin/moto_server`).
     pub async fn sqs() -> anyhow::Result<Sink> {
-        let binary = moto_binary()?;
+        let binary = tool_binary("MOTO_SERVER_BIN", "moto_server")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -128,6 +134,47 @@ impl Sink {
             consumers: Vec::new(),
             _moto: Some(moto),
             _rabbitmq: None,
+            _tansu: None,
+        })
+    }
+
+    /// A one-partition topic on a tansu broker started here (`TANSU_BIN`, else
+    /// `.tools/bin/tansu`), logins with SCRAM-SHA-512.
+    pub async fn kafka() -> anyhow::Result<Sink> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let broker = TansuBroker::start(port, port).await?;
+        let client = broker.client().await?;
+        client
+            .controller_client()?
+            .create_topic("jetpost-bench", 1, 1, 5_000)
+            .await
+            .context("creating the topic on tansu")?;
+        let partition = client
+            .partition_client("jetpost-bench", 0, UnknownTopicHandling::Retry)
+            .await?;
+        Ok(Sink {
+            destination: SeededDestination {
+                kind: "kafka".into(),
+                config: [
+                    ("brokers".to_owned(), broker.address()),
+                    ("topic".to_owned(), "jetpost-bench".to_owned()),
+                    ("sasl_mechanism".to_owned(), "scram-sha-512".to_owned()),
+                ]
+                .into(),
+                credentials: [
+                    ("username".to_owned(), tansu::USER.to_owned()),
+                    ("password".to_owned(), tansu::PASSWORD.to_owned()),
+                ]
+                .into(),
+            },
+            reader: Reader::Kafka(Some(Arc::new(partition))),
+            stop: CancellationToken::new(),
+            consumers: Vec::new(),
+            _moto: None,
+            _rabbitmq: None,
+            _tansu: Some(broker),
         })
     }
 
@@ -160,6 +207,15 @@ impl Sink {
                     }
                 }));
             }
+            Reader::Kafka(partition) => {
+                let Some(partition) = partition.take() else {
+                    return;
+                };
+                let until = self.stop.clone();
+                self.consumers.push(tokio::spawn(async move {
+                    read_kafka(partition, tally, until).await
+                }));
+            }
             Reader::Sqs { client, queue_url } => {
                 for _ in 0..SQS_RECEIVERS {
                     let (client, url) = (client.clone(), queue_url.clone());
@@ -172,7 +228,7 @@ impl Sink {
         }
     }
 
-    /// Stops the consumers (and moto, and the RabbitMQ connection, when dropped).
+    /// Stops the consumers (and moto, tansu and the RabbitMQ connection, when dropped).
     pub async fn stop(self) {
         self.stop.cancel();
         for consumer in self.consumers {
@@ -284,6 +340,33 @@ async fn receive_sqs(
     }
 }
 
+/// Reads the topic's partition from the start, stamping each record's `event-id` header,
+/// until stopped.
+async fn read_kafka(partition: Arc<PartitionClient>, tally: Arc<Tally>, stop: CancellationToken) {
+    let mut offset = 0;
+    while !stop.is_cancelled() {
+        let fetched = partition.fetch_records(offset, 1..4_000_000, 500);
+        let fetched = tokio::select! {
+            _ = stop.cancelled() => return,
+            fetched = fetched => fetched,
+        };
+        let Ok((records, _high_watermark)) = fetched else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        for found in records {
+            offset = offset.max(found.offset + 1);
+            let id = found
+                .record
+                .headers
+                .get("event-id")
+                .cloned()
+                .unwrap_or_default();
+            tally.arrived(&String::from_utf8_lossy(&id));
+        }
+    }
+}
+
 fn sqs_event_id(message: &aws_sdk_sqs::types::Message) -> Option<String> {
     let metadata = message.message_attributes.as_ref()?.get("metadata")?;
     let metadata: serde_json::Value = serde_json::from_str(metadata.string_value()?).ok()?;
@@ -313,14 +396,15 @@ fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-fn moto_binary() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("MOTO_SERVER_BIN")
+/// A tool `scripts/install-tools.sh` installs: `$<env>`, else `.tools/bin/<name>`.
+fn tool_binary(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".tools/bin/moto_server"));
+        .unwrap_or_else(|| PathBuf::from(format!(".tools/bin/{name}")));
     if !path.exists() {
         bail!(
-            "moto_server not found at {}: run scripts/install-tools.sh from the project root, \
-             or set MOTO_SERVER_BIN",
+            "{name} not found at {}: run scripts/install-tools.sh from the project root, or \
+             set {env}",
             path.display()
         );
     }

@@ -16,6 +16,7 @@ pub mod rig;
 pub mod scenarios;
 pub mod store_ingest;
 pub mod tally;
+pub mod tansu;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -154,6 +154,7 @@ impl Run {
                 "rabbitmq",
             ),
             ("aws_sqs (moto's standalone server)", "aws_sqs"),
+            ("kafka (tansu, in memory, debug build)", "kafka"),
         ] {
             self.say(format_args!("destinations: {sink}"));
             let result = match sink {
@@ -161,12 +162,16 @@ impl Run {
                     Ok(sink) => flow::to_sink(&self.env, sink, "dest-rabbitmq", events).await,
                     Err(err) => Err(err),
                 },
+                "kafka" => match Sink::kafka().await {
+                    Ok(sink) => flow::to_sink(&self.env, sink, "dest-kafka", events).await,
+                    Err(err) => Err(err),
+                },
                 _ => self.sqs(events / 4).await,
             };
-            let events = if sink == "rabbitmq" {
-                events
-            } else {
+            let events = if sink == "aws_sqs" {
                 events / 4
+            } else {
+                events
             };
             self.push_destination(label, events, result, webhook_rate);
         }

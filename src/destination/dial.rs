@@ -1,11 +1,58 @@
-//! The SSRF guard (`block_private_ips`) for destination types that open their own connections
-//! to a host the tenant chose (brokers): the API-time check of a literal address, and the
-//! resolution checked before each new connection.
+//! Broker addresses for destination types that open their own connections to a host the
+//! tenant chose: `host:port` parsing, and the SSRF guard (`block_private_ips`): the API-time
+//! check of a literal address, and the resolution checked before each new connection.
 
 use std::net::{IpAddr, SocketAddr};
 
 use super::AttemptCode;
 use super::webhook::blocked_reason;
+
+/// Why a broker address could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressProblem {
+    /// Not `host`, `host:port` or `[v6]:port`: a URL, user info, a path, spaces, an IPv6
+    /// address without brackets.
+    NotAnAddress,
+    /// The port as written, outside 1-65535.
+    BadPort(String),
+}
+
+/// `host`, `host:port` or `[v6]:port` split into host and port, `default_port` when it names
+/// none.
+pub fn split_host_port(text: &str, default_port: u16) -> Result<(String, u16), AddressProblem> {
+    use AddressProblem::NotAnAddress;
+    if text.is_empty()
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
+    {
+        return Err(NotAnAddress);
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or(NotAnAddress)?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or(NotAnAddress)?)),
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => return Err(NotAnAddress),
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(NotAnAddress);
+    }
+    let port = match port {
+        None => default_port,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(AddressProblem::BadPort(port.to_owned())),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
 
 /// Why `host` may not be written into `field` when private addresses are blocked: a literal
 /// non-public IP or `localhost`. Other names are checked when a connection is opened, because
@@ -69,6 +116,43 @@ pub async fn check_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_host_and_optional_port() {
+        assert_eq!(
+            split_host_port("mq.example.com:5673", 1),
+            Ok(("mq.example.com".into(), 5673))
+        );
+        assert_eq!(
+            split_host_port("mq.example.com", 1),
+            Ok(("mq.example.com".into(), 1))
+        );
+        assert_eq!(split_host_port("[::1]:5672", 1), Ok(("::1".into(), 5672)));
+        assert_eq!(split_host_port("[::1]", 1), Ok(("::1".into(), 1)));
+        for bad in [
+            "",
+            "amqp://mq:5672",
+            "user@mq:5672",
+            ":5672",
+            "::1:5672",
+            "mq 1",
+            "[::1",
+            "[::1]x",
+        ] {
+            assert_eq!(
+                split_host_port(bad, 1),
+                Err(AddressProblem::NotAnAddress),
+                "{bad}"
+            );
+        }
+        for (bad, port) in [("mq:0", "0"), ("mq:x", "x"), ("mq:70000", "70000")] {
+            assert_eq!(
+                split_host_port(bad, 1),
+                Err(AddressProblem::BadPort(port.into())),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn literal_private_hosts_are_refused_only_when_blocking() {

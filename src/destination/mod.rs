@@ -1,5 +1,6 @@
 //! Destinations: where events go. Every destination type (`webhook`, `hookdeck`, `rabbitmq`,
-//! `nats`, `aws_sqs`, `aws_s3`, `aws_kinesis`, one module each) provides the same shape: its `/destination-types` description, its `config` and `credentials` rules
+//! `nats`, `aws_sqs`, `aws_s3`, `aws_kinesis`, `kafka`, one module each) provides the same
+//! shape: its `/destination-types` description, its `config` and `credentials` rules
 //! (checked once at API write), and a publisher opened once per destination version that sends
 //! one event and reports the outcome. The `Registry` holds the types and the opened publishers;
 //! the API and the dispatcher reach types only through it.
@@ -14,12 +15,16 @@ use crate::store::{Destination, Event};
 
 pub mod aws;
 pub mod dial;
+pub mod gauge;
 pub mod hookdeck;
+pub mod kafka;
+pub mod login;
 pub mod metadata;
 pub mod nats;
 pub mod outcome;
 pub mod rabbitmq;
 mod registry;
+pub mod template;
 pub mod webhook;
 
 pub use outcome::{AttemptCode, Outcome, OutcomeClass, UnknownAttemptCode};

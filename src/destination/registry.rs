@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::aws::{self, AwsSettings, KinesisType, S3Type, SqsType};
 use super::hookdeck::{self, HookdeckType};
+use super::kafka::{self, KafkaType};
 use super::nats::{self, NatsType};
 use super::rabbitmq::{self, RabbitMqType};
 use super::webhook::{self, WebhookProvider, WebhookType};
@@ -28,6 +29,7 @@ pub const BUILTIN_TYPES: &[&str] = &[
     aws::sqs::TYPE,
     aws::s3::TYPE,
     aws::kinesis::TYPE,
+    kafka::TYPE,
 ];
 
 /// Outpost's types this build does not ship, with why: a type ships only with tests against a
@@ -43,10 +45,6 @@ pub const UNAVAILABLE_TYPES: &[(&str, &str)] = &[
         "azure_servicebus",
         "Azure's Service Bus emulator is a container image only, which no registry this \
          build is tested with provides",
-    ),
-    (
-        "kafka",
-        "this build's tests install no Kafka broker yet to test it against",
     ),
 ];
 
@@ -98,6 +96,7 @@ impl Registry {
             Arc::new(SqsType::new(aws)),
             Arc::new(S3Type::new(aws)),
             Arc::new(KinesisType::new(aws)),
+            Arc::new(KafkaType::new(block_private_ips, timeout)),
         ])
     }
 
@@ -368,12 +367,12 @@ mod tests {
         let names: Vec<&str> = registry.types().map(|t| t.name()).collect();
         assert_eq!(names, BUILTIN_TYPES);
         let refused = registry
-            .publisher(&destination("t", "d", "kafka"))
+            .publisher(&destination("t", "d", "gcp_pubsub"))
             .err()
             .unwrap();
         assert!(
             refused.starts_with(
-                "destination type \"kafka\" is not supported; this server delivers to \"webhook\""
+                "destination type \"gcp_pubsub\" is not supported; this server delivers to \"webhook\""
             ),
             "{refused}"
         );

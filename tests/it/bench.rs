@@ -49,14 +49,18 @@ async fn a_tiny_run_measures_limits_and_store_ingest_and_writes_its_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tiny_destinations_run_delivers_to_a_webhook_rabbitmq_and_sqs() {
+async fn a_tiny_destinations_run_delivers_to_a_webhook_rabbitmq_sqs_and_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let report = bench::run(options(vec![Scenario::Destinations], dir.path()))
         .await
         .unwrap();
     let metrics: Vec<&str> = report.rows.iter().map(|r| r.metric.as_str()).collect();
-    assert_eq!(metrics.len(), 3, "{metrics:?}");
-    for (row, kind) in report.rows.iter().zip(["webhook", "rabbitmq", "aws_sqs"]) {
+    assert_eq!(metrics.len(), 4, "{metrics:?}");
+    for (row, kind) in report
+        .rows
+        .iter()
+        .zip(["webhook", "rabbitmq", "aws_sqs", "kafka"])
+    {
         assert!(row.metric.contains(kind), "{row:?}");
         assert!(
             row.value.is_some_and(|v| v > 0.0) && row.note.is_none(),

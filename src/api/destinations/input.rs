@@ -265,10 +265,10 @@ mod tests {
         let m = messages(err);
         assert_eq!(m.len(), 4, "{m:?}");
         assert!(m[0].starts_with("type \"sqs\" is not supported"));
-        let kafka = object(json!({"type": "kafka", "topics": "*"}));
-        let refused = messages(create(&kafka, &rules, Utc::now()).unwrap_err());
+        let pubsub = object(json!({"type": "gcp_pubsub", "topics": "*"}));
+        let refused = messages(create(&pubsub, &rules, Utc::now()).unwrap_err());
         assert!(
-            refused[0].starts_with("type \"kafka\" is not available in this build (this build's"),
+            refused[0].starts_with("type \"gcp_pubsub\" is not available in this build (Google's"),
             "{refused:?}"
         );
         assert!(m[1].starts_with("topics: topic \"user.created\""));

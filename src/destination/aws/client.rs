@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 
 use super::AwsSettings;
 use super::fields::StoredCredentials;
+use crate::destination::gauge::Counted;
 use crate::destination::webhook::{BlockedAddress, blocked_reason};
 use crate::destination::{AttemptCode, Outcome};
 
@@ -108,22 +109,6 @@ impl<C: Clone> LazyClient<C> {
     pub fn close(&self) {
         let taken = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(taken);
-    }
-}
-
-/// One kept client in the gauge, for as long as it lives.
-struct Counted(&'static str);
-
-impl Counted {
-    fn new(kind: &'static str) -> Counted {
-        metrics::gauge!("jetpost_destination_clients", "type" => kind).increment(1.0);
-        Counted(kind)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        metrics::gauge!("jetpost_destination_clients", "type" => self.0).decrement(1.0);
     }
 }
 

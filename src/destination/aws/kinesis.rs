@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::client::{self, ClientParts, LazyClient};
 use super::fields::{self, StoredCredentials, get};
-use super::template::{self, Template};
 use super::{AwsSettings, delivery_metadata, event_metadata};
+use crate::destination::template::{self, Template};
 use crate::destination::{
     AttemptCode, CredentialsWrite, DestinationType, Fields, Outcome, Publisher,
 };

@@ -9,7 +9,6 @@ mod fields;
 pub mod kinesis;
 pub mod s3;
 pub mod sqs;
-mod template;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

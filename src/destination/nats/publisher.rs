@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use super::target::{Login, NatsTarget};
 use crate::destination::dial::check_host;
+use crate::destination::gauge::Counted;
 use crate::destination::metadata::message_metadata;
 use crate::destination::{AttemptCode, Outcome};
 use crate::store::Event;
@@ -39,6 +40,7 @@ struct Connected {
     /// The last error the server reported on this connection (a permissions violation
     /// arrives this way, not as the answer to a publish).
     server_error: Arc<SyncMutex<Option<String>>>,
+    _counted: Arc<Counted>,
 }
 
 impl NatsPublisher {
@@ -297,6 +299,7 @@ impl NatsPublisher {
         Ok(Connected {
             client,
             server_error,
+            _counted: Arc::new(Counted::new(super::TYPE)),
         })
     }
 

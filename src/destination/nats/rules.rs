@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::destination::dial::literal_host_problem;
+use crate::destination::dial::{literal_host_problem, split_host_port};
 use crate::destination::{Fields, obfuscate};
 
 /// The type name.
@@ -56,45 +56,13 @@ pub fn servers(config: &Fields) -> Result<Vec<ServerAddr>, String> {
                 Some(_) => return Err(usage()),
                 None => server,
             };
-            if rest.is_empty()
-                || rest
-                    .chars()
-                    .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
-            {
-                return Err(usage());
-            }
-            let (host, port) = match rest.strip_prefix('[') {
-                Some(v6) => {
-                    let (host, after) = v6.split_once(']').ok_or_else(usage)?;
-                    (host, after.strip_prefix(':'))
-                }
-                None => match rest.rsplit_once(':') {
-                    Some((host, _)) if host.contains(':') => return Err(usage()),
-                    Some((host, port)) => (host, Some(port)),
-                    None => (rest, None),
-                },
-            };
-            let port = match port {
-                None => NATS_PORT,
-                Some(port) => port
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(usage)?,
-            };
-            if host.is_empty() {
-                return Err(usage());
-            }
+            let (host, port) = split_host_port(rest, NATS_PORT).map_err(|_| usage())?;
             let url = if server.contains("://") {
                 server.to_owned()
             } else {
                 format!("nats://{server}")
             };
-            Ok(ServerAddr {
-                url,
-                host: host.to_owned(),
-                port,
-            })
+            Ok(ServerAddr { url, host, port })
         })
         .collect()
 }

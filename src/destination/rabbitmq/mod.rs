@@ -16,7 +16,7 @@ pub use publisher::RabbitMqPublisher;
 pub use rules::TYPE;
 pub use target::RabbitMqTarget;
 
-use super::{CredentialsWrite, DestinationType, Fields, Outcome, Publisher};
+use super::{CredentialsWrite, DestinationType, Fields, Outcome, Publisher, login};
 use crate::store::{Destination, Event};
 
 /// The rabbitmq type. Each destination opens its own connection.
@@ -50,15 +50,15 @@ impl DestinationType for RabbitMqType {
     }
 
     fn validate_credentials(&self, credentials: &Fields) -> Vec<String> {
-        rules::validate_credentials(credentials)
+        login::validate(credentials)
     }
 
     fn prepare_credentials(&self, write: CredentialsWrite<'_>) -> Result<Fields, Vec<String>> {
-        Ok(rules::prepare_credentials(write.merged))
+        Ok(login::kept(write.merged))
     }
 
     fn displayed_credentials(&self, credentials: &Fields, _now: DateTime<Utc>) -> Fields {
-        rules::displayed_credentials(credentials)
+        login::displayed(credentials)
     }
 
     fn target(&self, config: &Fields) -> String {

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use super::target::RabbitMqTarget;
 use crate::destination::dial::check_host;
+use crate::destination::gauge::Counted;
 use crate::destination::metadata::message_metadata;
 use crate::destination::{AttemptCode, Outcome};
 use crate::store::Event;
@@ -42,6 +43,7 @@ pub struct RabbitMqPublisher {
 struct Link {
     connection: Connection,
     channel: Channel,
+    _counted: Counted,
 }
 
 impl Link {
@@ -199,6 +201,7 @@ impl RabbitMqPublisher {
         Ok(Link {
             connection,
             channel,
+            _counted: Counted::new(super::TYPE),
         })
     }
 

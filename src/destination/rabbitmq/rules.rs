@@ -4,15 +4,11 @@
 
 use serde_json::{Value, json};
 
-use crate::destination::dial::literal_host_problem;
-use crate::destination::{Fields, obfuscate};
+use crate::destination::dial::{AddressProblem, literal_host_problem, split_host_port};
+use crate::destination::{Fields, login};
 
 /// The type name.
 pub const TYPE: &str = "rabbitmq";
-
-/// The credential keys kept; anything else sent is dropped.
-pub const USERNAME: &str = "username";
-pub const PASSWORD: &str = "password";
 
 /// AMQP's port, and AMQP over TLS's, when `server_url` names none.
 const AMQP_PORT: u16 = 5672;
@@ -35,46 +31,18 @@ pub fn tls(config: &Fields) -> Result<bool, String> {
 /// `server_url` split into host and port (the AMQP default for `tls` when absent). Accepts
 /// `host`, `host:port` and `[v6]:port`; refuses URLs, which Outpost's field does not take.
 pub fn host_and_port(server_url: &str, tls: bool) -> Result<(String, u16), String> {
-    let usage = "config.server_url must be host:port (e.g. mq.example.com:5672), without a \
-                 scheme, user or path";
     if server_url.is_empty() {
         return Err("config.server_url is required".to_owned());
     }
-    if server_url
-        .chars()
-        .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
-    {
-        return Err(usage.to_owned());
-    }
     let default_port = if tls { AMQPS_PORT } else { AMQP_PORT };
-    let (host, port) = if let Some(rest) = server_url.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or(usage)?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or(usage)?)),
+    split_host_port(server_url, default_port).map_err(|problem| match problem {
+        AddressProblem::NotAnAddress => "config.server_url must be host:port (e.g. \
+                                         mq.example.com:5672), without a scheme, user or path"
+            .to_owned(),
+        AddressProblem::BadPort(port) => {
+            format!("config.server_url has an invalid port {port:?}; use 1-65535")
         }
-    } else {
-        match server_url.rsplit_once(':') {
-            Some((host, _)) if host.contains(':') => return Err(usage.to_owned()),
-            Some((host, port)) => (host, Some(port)),
-            None => (server_url, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(usage.to_owned());
-    }
-    let port = match port {
-        None => default_port,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => {
-                return Err(format!(
-                    "config.server_url has an invalid port {port:?}; use 1-65535"
-                ));
-            }
-        },
-    };
-    Ok((host.to_owned(), port))
+    })
 }
 
 /// Problems with `config`, each naming its field.
@@ -103,39 +71,6 @@ pub fn validate_config(config: &Fields, block_private_ips: bool) -> Vec<String> 
         problems.push("config.exchange is longer than AMQP's 255 bytes".to_owned());
     }
     problems
-}
-
-/// Problems with the credentials to store.
-pub fn validate_credentials(credentials: &Fields) -> Vec<String> {
-    [USERNAME, PASSWORD]
-        .into_iter()
-        .filter(|key| get(credentials, key).is_empty())
-        .map(|key| format!("credentials.{key} is required"))
-        .collect()
-}
-
-/// The credentials to store: the username and password, nothing else.
-pub fn prepare_credentials(merged: &Fields) -> Fields {
-    [USERNAME, PASSWORD]
-        .into_iter()
-        .filter(|key| !get(merged, key).is_empty())
-        .map(|key| (key.to_owned(), get(merged, key).to_owned()))
-        .collect()
-}
-
-/// The username in clear (Outpost's field is not sensitive), anything else masked.
-pub fn displayed_credentials(credentials: &Fields) -> Fields {
-    credentials
-        .iter()
-        .map(|(k, v)| {
-            let shown = if k == USERNAME {
-                v.clone()
-            } else {
-                obfuscate(v)
-            };
-            (k.clone(), shown)
-        })
-        .collect()
 }
 
 /// Outpost's target text: `<exchange> -> <server_url>`.
@@ -182,7 +117,7 @@ pub fn schema() -> Value {
         ],
         "credential_fields": [
             {
-                "key": USERNAME,
+                "key": login::USERNAME,
                 "type": "text",
                 "label": "Username",
                 "description": "RabbitMQ username",
@@ -190,7 +125,7 @@ pub fn schema() -> Value {
                 "sensitive": false
             },
             {
-                "key": PASSWORD,
+                "key": login::PASSWORD,
                 "type": "text",
                 "label": "Password",
                 "description": "RabbitMQ password",
@@ -276,20 +211,5 @@ mod tests {
         let local = map(&[("server_url", "127.0.0.1:5672"), ("exchange", "ev")]);
         assert_eq!(validate_config(&local, true).len(), 1);
         assert!(validate_config(&local, false).is_empty());
-    }
-
-    #[test]
-    fn credentials_need_both_and_keep_only_both() {
-        assert_eq!(
-            validate_credentials(&map(&[("password", "p")])),
-            vec!["credentials.username is required"]
-        );
-        let sent = map(&[("username", "u"), ("password", "secret-pass"), ("x", "y")]);
-        let kept = prepare_credentials(&sent);
-        assert_eq!(kept, map(&[("username", "u"), ("password", "secret-pass")]));
-        assert_eq!(
-            displayed_credentials(&kept),
-            map(&[("username", "u"), ("password", "secr*******")])
-        );
     }
 }

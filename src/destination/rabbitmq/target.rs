@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::rules::{self, PASSWORD, USERNAME};
+use super::rules;
 use crate::config::Secret;
+use crate::destination::login::{PASSWORD, USERNAME};
 use crate::store::Destination;
 
 /// Where a rabbitmq destination's messages go. Debug output never shows the password.

@@ -268,8 +268,8 @@ async fn create_validates_each_field() {
             vec!["credentials.secret is required"],
         ),
         (
-            json!({"type": "kafka", "topics": "*"}),
-            vec!["type \"kafka\" is not available in this build"],
+            json!({"type": "gcp_pubsub", "topics": "*"}),
+            vec!["type \"gcp_pubsub\" is not available in this build"],
         ),
         (
             json!({"type": "carrier_pigeon", "topics": "*"}),

@@ -2,14 +2,21 @@
 
 mod aws;
 mod hookdeck;
+mod kafka;
 mod nats;
 mod rabbitmq;
 
+use std::collections::BTreeMap;
+
 use async_nats::jetstream;
+use chrono::Utc;
 use jetpost::config::{AccountConfig, Config};
 use jetpost::local_nats::LocalNatsServer;
+use jetpost::store::{Credentials, Destination, Event};
+use reqwest::StatusCode;
+use serde_json::Value;
 
-use crate::api::Service;
+use crate::api::{Auth, Service};
 use crate::support::db::TestDb;
 use crate::support::nats::{declare_stream_and_consumer, plain_server};
 
@@ -63,4 +70,63 @@ pub async fn publish_event(js: &jetstream::Context, raw: &str) {
         .unwrap()
         .await
         .unwrap();
+}
+
+/// The attempts recorded for tenant `t1`'s `destination`, with their response data.
+pub async fn attempts(svc: &Service, destination: &str) -> Vec<Value> {
+    let (status, list) = svc
+        .get(
+            &format!(
+                "/api/v1/tenants/t1/destinations/{destination}/attempts?include=response_data"
+            ),
+            &Auth::Admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["models"].as_array().cloned().unwrap_or_default()
+}
+
+/// A stored destination `direct` of tenant `t1`, for tests that open a type's publisher
+/// themselves.
+pub fn destination(
+    kind: &str,
+    config: &[(&str, &str)],
+    credentials: &[(&str, &str)],
+) -> Destination {
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    Destination {
+        tenant_id: "t1".into(),
+        id: "direct".into(),
+        kind: kind.into(),
+        topics: vec!["*".into()],
+        filter: None,
+        config: map(config),
+        credentials: Credentials(map(credentials)),
+        delivery_metadata: None,
+        metadata: None,
+        disabled_at: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
+/// An event `id` of tenant `t1` on topic `order.paid` with data `{"n":1}`.
+pub fn event(id: &str) -> Event {
+    Event {
+        tenant_id: "t1".into(),
+        id: id.into(),
+        destination_id: None,
+        topic: "order.paid".into(),
+        time: Utc::now(),
+        metadata: None,
+        data: r#"{"n":1}"#.into(),
+        eligible_for_retry: true,
+        destination_ids: Vec::new(),
+        created_at: Utc::now(),
+    }
 }

@@ -4,18 +4,16 @@
 //! ack would; wrong credentials fail for good; a server that goes away and comes back gets the
 //! event after retries; changing or deleting the destination closes its client.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use chrono::Utc;
 use futures::StreamExt;
 use jetpost::destination::{AttemptCode, DestinationType, nats::NatsType};
-use jetpost::store::{Credentials, DeliveryStatus, Destination, Event};
+use jetpost::store::{DeliveryStatus, Destination};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, publish_event};
+use super::{TenantStream, attempts, destination, event, publish_event};
 use crate::api::{Auth, Service, messages};
 use crate::support::nats::{
     LocalNatsServer, PATIENCE, operator_server, options, plain_server, wait_until,
@@ -68,17 +66,6 @@ async fn create(svc: &Service, id: &str, config: Value, credentials: Value) {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-}
-
-async fn attempts(svc: &Service, destination: &str) -> Vec<Value> {
-    let (status, list) = svc
-        .get(
-            &format!("{D}/{destination}/attempts?include=response_data"),
-            &Auth::Admin,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{list}");
-    list["models"].as_array().cloned().unwrap_or_default()
 }
 
 /// The clients named `jetpost t1/<destination>` connected to `server` (its `/connz`).
@@ -158,42 +145,8 @@ async fn an_event_arrives_once_in_the_destination_account_with_its_bytes_and_hea
     );
 }
 
-fn destination(config: &[(&str, &str)], credentials: &[(&str, &str)]) -> Destination {
-    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    Destination {
-        tenant_id: TENANT.into(),
-        id: "direct".into(),
-        kind: "nats".into(),
-        topics: vec!["*".into()],
-        filter: None,
-        config: map(config),
-        credentials: Credentials(map(credentials)),
-        delivery_metadata: None,
-        metadata: None,
-        disabled_at: None,
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
-}
-
-fn event(id: &str) -> Event {
-    Event {
-        tenant_id: TENANT.into(),
-        id: id.into(),
-        destination_id: None,
-        topic: "order.paid".into(),
-        time: Utc::now(),
-        metadata: None,
-        data: r#"{"n":1}"#.into(),
-        eligible_for_retry: true,
-        destination_ids: Vec::new(),
-        created_at: Utc::now(),
-    }
+fn direct(config: &[(&str, &str)], credentials: &[(&str, &str)]) -> Destination {
+    destination("nats", config, credentials)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +163,7 @@ async fn with_jetstream_a_retried_event_is_stored_once() {
         .unwrap();
     let url = target.url();
     let publisher = NatsType::new(false, Duration::from_secs(10))
-        .open(&destination(
+        .open(&direct(
             &[
                 ("servers", &url),
                 ("subject", "deliveries.{topic}"),
@@ -250,7 +203,7 @@ async fn with_jetstream_a_retried_event_is_stored_once() {
 
     // A subject no stream captures is not_found (retried), not OK.
     let uncaptured = NatsType::new(false, Duration::from_secs(10))
-        .open(&destination(
+        .open(&direct(
             &[
                 ("servers", &url),
                 ("subject", "elsewhere"),

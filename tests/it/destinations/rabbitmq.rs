@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, publish_event};
+use super::{TenantStream, attempts, destination, event, publish_event};
 use crate::api::{Auth, Service, messages};
 use crate::support::db::TestDb;
 use crate::support::nats::{LocalNatsServer, PATIENCE, wait_until};
@@ -156,17 +156,6 @@ async fn create(svc: &Service, id: &str, server_url: &str, exchange: &str, passw
         StatusCode::CREATED,
     )
     .await;
-}
-
-async fn attempts(svc: &Service, destination: &str) -> Vec<Value> {
-    let (status, list) = svc
-        .get(
-            &format!("{D}/{destination}/attempts?include=response_data"),
-            &Auth::Admin,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{list}");
-    list["models"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,45 +506,12 @@ async fn the_rabbitmq_type_is_described_with_outposts_fields() {
     );
 }
 
-fn destination(exchange: &str, username: &str) -> jetpost::store::Destination {
-    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    jetpost::store::Destination {
-        tenant_id: TENANT.into(),
-        id: "direct".into(),
-        kind: "rabbitmq".into(),
-        topics: vec!["*".into()],
-        filter: None,
-        config: map(&[("server_url", RABBITMQ), ("exchange", exchange)]),
-        credentials: jetpost::store::Credentials(map(&[
-            ("username", username),
-            ("password", "guest"),
-        ])),
-        delivery_metadata: None,
-        metadata: None,
-        disabled_at: None,
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    }
-}
-
-fn event(id: &str) -> jetpost::store::Event {
-    jetpost::store::Event {
-        tenant_id: TENANT.into(),
-        id: id.into(),
-        destination_id: None,
-        topic: "order.paid".into(),
-        time: chrono::Utc::now(),
-        metadata: None,
-        data: r#"{"n":1}"#.into(),
-        eligible_for_retry: true,
-        destination_ids: Vec::new(),
-        created_at: chrono::Utc::now(),
-    }
+fn direct(exchange: &str, username: &str) -> jetpost::store::Destination {
+    destination(
+        "rabbitmq",
+        &[("server_url", RABBITMQ), ("exchange", exchange)],
+        &[("username", username), ("password", "guest")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,7 +523,7 @@ async fn a_missing_exchange_is_not_found_until_it_is_declared() {
     let (_amqp, channel) = rabbitmq().await;
     let missing = format!("jetpost-missing-{}", uuid::Uuid::new_v4().simple());
     let publisher = RabbitMqType::new(false, Duration::from_secs(10))
-        .open(&destination(&missing, "guest"))
+        .open(&direct(&missing, "guest"))
         .unwrap();
     let outcome = publisher.publish(&event("e1")).await;
     assert_eq!(outcome.code, AttemptCode::NotFound, "{:?}", outcome.error);
@@ -613,7 +569,7 @@ async fn a_user_that_may_not_write_to_the_exchange_is_access_denied() {
     rabbitmqctl(&["set_permissions", "-p", "/", &user, ".*", "", ".*"]);
 
     let publisher = RabbitMqType::new(false, Duration::from_secs(10))
-        .open(&destination(&exchange, &user))
+        .open(&direct(&exchange, &user))
         .unwrap();
     let outcome = publisher.publish(&event("e1")).await;
     publisher.close();

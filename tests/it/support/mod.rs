@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod receiver;
 pub mod serve;
 pub mod sink;
+pub mod tansu;
 
 /// An HTTP client for tests. reqwest is built without a bundled crypto provider; jetpost uses
 /// rustls with ring, installed once per process.

@@ -1,6 +1,6 @@
 //! JMESPath templates over an event, as Outpost evaluates them: the S3 object key
-//! (`key_template`, over `{data, metadata, time}`) and the Kinesis partition key
-//! (`partition_key_template`, over the record's payload). Compiled once, at API write to
+//! (`key_template`, over `{data, metadata, time}`) and the Kinesis and Kafka partition keys
+//! (`partition_key_template`, over `{data, metadata}`). Compiled once, at API write to
 //! check them and when a destination is opened; evaluated per attempt.
 
 use std::fmt;
