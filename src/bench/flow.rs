@@ -47,14 +47,14 @@ fn patience(events: u64) -> Duration {
     Duration::from_secs(60 + events / 500)
 }
 
-async fn wait(rig: &Rig, seqs: Range<u64>) -> (u64, Duration) {
+pub(super) async fn wait(rig: &Rig, seqs: Range<u64>) -> (u64, Duration) {
     let expected = seqs.end - seqs.start;
     let started = tokio::time::Instant::now();
     let delivered = rig.tally.wait_for(seqs, expected, patience(expected)).await;
     (delivered, started.elapsed())
 }
 
-fn result(rig: &Rig, seqs: Range<u64>, delivered: u64, waited: Duration) -> FlowResult {
+pub(super) fn result(rig: &Rig, seqs: Range<u64>, delivered: u64, waited: Duration) -> FlowResult {
     FlowResult {
         expected: seqs.end - seqs.start,
         delivered,
@@ -66,7 +66,7 @@ fn result(rig: &Rig, seqs: Range<u64>, delivered: u64, waited: Duration) -> Flow
 }
 
 /// Publishes each range into its tenant's stream as fast as acks allow, all tenants at once.
-async fn burst_all(rig: &Rig, parts: &[(String, Range<u64>)]) -> anyhow::Result<()> {
+pub(super) async fn burst_all(rig: &Rig, parts: &[(String, Range<u64>)]) -> anyhow::Result<()> {
     let mut contexts = Vec::with_capacity(parts.len());
     for (tenant, seqs) in parts {
         contexts.push((rig.jetstream(tenant).await?, seqs.clone()));
@@ -107,7 +107,7 @@ async fn pace_all(
     Ok(())
 }
 
-fn assign(tenants: &[TenantPlan], first: u64, events: u64) -> Vec<(String, Range<u64>)> {
+pub(super) fn assign(tenants: &[TenantPlan], first: u64, events: u64) -> Vec<(String, Range<u64>)> {
     tenants
         .iter()
         .map(|t| t.name.clone())

@@ -1,7 +1,9 @@
 //! The machine's limits, measured in the same run without jetpost: a plain async-nats loop
-//! pulling and acking a JetStream backlog (and the publish rate that built it), and plain HTTP
-//! POSTs to the benchmark receiver with 64 requests in flight.
+//! pulling and acking a JetStream backlog (and the publish rate that built it), plain HTTP
+//! POSTs to the benchmark receiver with 64 requests in flight, and the `bridge` (NATS →
+//! signed POST → ack without a store, `bridge.rs`) for each tenant count.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,24 +21,13 @@ use super::tally::{Tally, event_id};
 pub const HTTP_IN_FLIGHT: usize = 64;
 
 /// What the machine does without jetpost.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Limits {
     pub publish_per_second: Option<f64>,
     pub pull_ack_per_second: Option<f64>,
     pub http_per_second: Option<f64>,
-}
-
-impl Limits {
-    /// The lower of the JetStream pull + ack and HTTP limits (what bounds end-to-end delivery).
-    pub fn lower(&self) -> Option<(f64, &'static str)> {
-        match (self.pull_ack_per_second, self.http_per_second) {
-            (Some(js), Some(http)) if js <= http => Some((js, "JetStream pull + ack")),
-            (Some(_), Some(http)) => Some((http, "HTTP POST")),
-            (Some(js), None) => Some((js, "JetStream pull + ack")),
-            (None, Some(http)) => Some((http, "HTTP POST")),
-            (None, None) => None,
-        }
-    }
+    /// Events/s of the bridge, by tenant count.
+    pub bridge_per_second: BTreeMap<usize, f64>,
 }
 
 /// Publishes `messages` events into one account's stream, then pulls and acks them all.

@@ -3,6 +3,7 @@
 //! receiver), runs the chosen scenarios and reports each metric beside its limit and target.
 
 pub mod accounts;
+pub mod bridge;
 pub mod chart;
 pub mod db;
 pub mod destinations;

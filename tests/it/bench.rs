@@ -22,22 +22,40 @@ fn options(scenarios: Vec<Scenario>, dir: &Path) -> BenchOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tiny_run_measures_limits_and_store_ingest_and_writes_its_files() {
+async fn a_tiny_run_measures_limits_store_ingest_and_throughput_and_writes_its_files() {
     let dir = tempfile::tempdir().unwrap();
-    let report = bench::run(options(vec![Scenario::Limits, Scenario::Store], dir.path()))
-        .await
-        .unwrap();
+    let scenarios = vec![Scenario::Limits, Scenario::Store, Scenario::Throughput];
+    let report = bench::run(options(scenarios, dir.path())).await.unwrap();
     let failed: Vec<_> = report.rows.iter().filter(|r| r.value.is_none()).collect();
     assert!(failed.is_empty(), "rows without a value: {failed:#?}");
     let metrics: Vec<&str> = report.rows.iter().map(|r| r.scenario.as_str()).collect();
-    assert_eq!(metrics, ["limits", "limits", "limits", "store"]);
+    assert_eq!(
+        metrics,
+        [
+            "limits",
+            "limits",
+            "limits",
+            "limits",
+            "store",
+            "throughput"
+        ]
+    );
     assert!(report.rows.iter().all(|r| r.value.unwrap() > 0.0));
-    // The store row is compared with the JetStream limit measured in the same run.
-    assert!(report.rows[3].percent_of_baseline.is_some());
+    // The bridge delivered every event (a shortfall would be a note).
+    assert!(
+        report.rows[3].metric.starts_with("bridge"),
+        "{:?}",
+        report.rows[3]
+    );
+    assert!(report.rows[3].note.is_none(), "{:?}", report.rows[3]);
+    // The store row is compared with the JetStream limit, the throughput row with the bridge of
+    // the same tenant count, both measured in the same run.
+    assert!(report.rows[4].percent_of_baseline.is_some());
+    assert!(report.rows[5].percent_of_baseline.is_some());
 
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("bench.json")).unwrap()).unwrap();
-    assert_eq!(json["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 6);
     assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1);
     let svg = std::fs::read_to_string(dir.path().join("bench.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
