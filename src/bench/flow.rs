@@ -1,8 +1,11 @@
 //! End-to-end runs through jetpost: tenants publish into their own accounts, jetpost ingests
 //! and delivers, the receiver stamps arrivals. Throughput (bursts), latency (a paced rate),
-//! fairness (a fresh tenant beside another's backlog) and a slow endpoint beside fast ones.
+//! fairness (a fresh tenant beside another's backlog), a slow endpoint beside fast ones, and
+//! events published through the HTTP API instead of NATS.
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -131,6 +134,72 @@ pub async fn throughput(env: &BenchEnv, tenants: usize, events: u64) -> anyhow::
     .await?;
     rig.start_service().await?;
     burst_all(&rig, &parts).await?;
+    let (delivered, waited) = wait(&rig, 0..events).await;
+    let result = result(&rig, 0..events, delivered, waited);
+    rig.stop().await?;
+    Ok(result)
+}
+
+/// `events` published through `POST /api/v1/publish` by `in_flight` callers at once (each
+/// sends its next event when the previous one is answered), spread over `tenants` tenants with
+/// one webhook each.
+pub async fn http_publish(
+    env: &BenchEnv,
+    tenants: usize,
+    events: u64,
+    in_flight: usize,
+) -> anyhow::Result<FlowResult> {
+    let plans = TenantPlan::many(&format!("hp{tenants}"), tenants);
+    let names: Vec<String> = plans.iter().map(|t| t.name.clone()).collect();
+    let mut rig = Rig::prepare(
+        env,
+        RigOptions {
+            tenants: plans,
+            tally_len: events as usize,
+            slow_delay: Duration::ZERO,
+            destination: None,
+        },
+    )
+    .await?;
+    rig.start_service().await?;
+    let (api, key) = rig.api()?;
+    let url = format!("{api}/api/v1/publish");
+    let client = super::http_client()?;
+    let next = Arc::new(AtomicU64::new(0));
+    let names = Arc::new(names);
+    let callers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.clone(), next.clone());
+            let (names, tally) = (names.clone(), rig.tally.clone());
+            tokio::spawn(async move {
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    if seq >= events {
+                        return anyhow::Ok(());
+                    }
+                    let tenant = &names[seq as usize % names.len()];
+                    tally.published(seq);
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(key)
+                        .header("content-type", "application/json")
+                        .body(publish::event_body_for(tenant, seq))
+                        .send()
+                        .await
+                        .context("POST /api/v1/publish")?;
+                    let status = response.status();
+                    anyhow::ensure!(
+                        status.is_success(),
+                        "POST /api/v1/publish answered {status}"
+                    );
+                    response.bytes().await?;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.context("a publish caller panicked")??;
+    }
     let (delivered, waited) = wait(&rig, 0..events).await;
     let result = result(&rig, 0..events, delivered, waited);
     rig.stop().await?;

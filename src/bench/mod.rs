@@ -61,6 +61,8 @@ pub struct Sizes {
     pub store_tasks: usize,
     /// Events of each run of the destinations scenario (one tenant, one destination).
     pub destination_events: u64,
+    /// Events of each run of the HTTP publish scenario.
+    pub publish_events: u64,
 }
 
 impl Sizes {
@@ -84,6 +86,7 @@ impl Sizes {
             store_events: 100_000,
             store_tasks: 512,
             destination_events: 20_000,
+            publish_events: 50_000,
         }
     }
 
@@ -107,6 +110,7 @@ impl Sizes {
             store_events: 10_000,
             store_tasks: 256,
             destination_events: 5_000,
+            publish_events: 5_000,
         }
     }
 
@@ -130,6 +134,7 @@ impl Sizes {
             store_events: 200,
             store_tasks: 16,
             destination_events: 100,
+            publish_events: 200,
         }
     }
 }

@@ -159,6 +159,15 @@ impl Rig {
         Ok(())
     }
 
+    /// `http://<address>` of the running jetpost's API, and its API key.
+    pub fn api(&self) -> anyhow::Result<(String, &'static str)> {
+        let service = self
+            .service
+            .as_ref()
+            .context("jetpost is not running; call start_service first")?;
+        Ok((format!("http://{}", service.api), API_KEY))
+    }
+
     /// Stops jetpost (graceful), the receiver and NATS.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(service) = self.service.take() {

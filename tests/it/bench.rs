@@ -88,3 +88,19 @@ async fn a_tiny_destinations_run_delivers_to_a_webhook_rabbitmq_sqs_and_kafka() 
     // The broker rows are compared with the webhook run of the same report.
     assert!(report.rows[1].percent_of_baseline.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_publish_run_delivers_what_the_http_api_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(options(vec![Scenario::Publish], dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(report.rows.len(), 2, "{:?}", report.rows);
+    for row in &report.rows {
+        assert_eq!(row.scenario, "publish");
+        assert!(
+            row.value.is_some_and(|v| v > 0.0) && row.note.is_none(),
+            "every event published over HTTP delivered: {row:?}"
+        );
+    }
+}
