@@ -55,6 +55,11 @@ pub(crate) trait Dialect:
     /// Postgres (other replicas wait for them), nothing on SQLite (one writer at a time).
     const FOR_UPDATE: &'static str;
 
+    /// Appended to a `SELECT` of a row that must not be deleted before the transaction ends:
+    /// ` FOR KEY SHARE` on Postgres (a purge holding the row is waited for, and then the row
+    /// is gone), nothing on SQLite (one writer at a time).
+    const FOR_KEY_SHARE: &'static str;
+
     /// Appended to the purge's `SELECT` of old events: ` FOR UPDATE SKIP LOCKED` on Postgres
     /// (replicas purging at once take different events instead of queueing behind each other,
     /// and an event whose row ingest or a manual retry holds is left for the next cycle),

@@ -66,6 +66,8 @@ impl Dialect for Postgres {
 
     const FOR_UPDATE: &'static str = " FOR UPDATE";
 
+    const FOR_KEY_SHARE: &'static str = " FOR KEY SHARE";
+
     const FOR_UPDATE_SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     // The planner's estimate (`reltuples`, kept by autovacuum's ANALYZE). A table never

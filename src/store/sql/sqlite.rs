@@ -73,6 +73,8 @@ impl Dialect for Sqlite {
 
     const FOR_UPDATE: &'static str = "";
 
+    const FOR_KEY_SHARE: &'static str = "";
+
     const FOR_UPDATE_SKIP_LOCKED: &'static str = "";
 
     // The span of rowids: each `max`/`min` alone is one b-tree probe (both in one SELECT
