@@ -1,5 +1,6 @@
-//! The service assembled: store, ingest, NATS source, delivery and the HTTP API, started in
-//! dependency order and stopped in reverse (stop pulling, settle in-flight work, close).
+//! The service assembled: store, ingest, NATS source, delivery, retention and the HTTP API,
+//! started in dependency order and stopped in reverse (stop pulling, settle in-flight work,
+//! close).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,11 @@ use crate::destination::Registry;
 use crate::destination::webhook::WebhookProvider;
 use crate::event::TopicRules;
 use crate::ingest::{Ingest, IngestOptions};
+use crate::retention::RetentionHealth;
 use crate::routing::{RoutingCache, follow_replicas};
 use crate::source::IngestSink;
 use crate::source::nats::{NatsSource, NatsSourceConfig};
-use crate::store::{BackendKind, Store};
+use crate::store::{BackendKind, PurgeOptions, Store};
 
 /// How `run` treats the store's schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,14 @@ pub async fn run(
     let routing_feed = tokio::spawn(follow_replicas(routing.clone(), background.clone()));
     let metrics = crate::telemetry::metrics().clone();
     tokio::spawn(metrics_upkeep(metrics.clone(), background.clone()));
+    let retention = RetentionHealth::new(config.log_retention_ttl_days);
+    let purger = tokio::spawn(crate::retention::run(
+        store.clone(),
+        retention.clone(),
+        PurgeOptions::default(),
+        crate::retention::PURGE_EVERY,
+        background.clone(),
+    ));
 
     // The dispatcher's inbound side first, so ingest and the API can hold on to it.
     let inbox = Inbox::new(DispatcherOptions::from_config(&config));
@@ -91,6 +101,7 @@ pub async fn run(
         metrics,
         deliveries_ready,
         dispatcher: dispatcher.health(),
+        retention,
         destinations,
     };
     info!(address = %listener.local_addr()?, "HTTP API listening");
@@ -126,6 +137,8 @@ pub async fn run(
     background.cancel();
     // The change feed holds a store connection: let it end before the pool closes under it.
     let _ = routing_feed.await;
+    // A purge batch in progress is rolled back, not left holding a connection.
+    let _ = purger.await;
     store.close().await;
     info!("stopped");
     served

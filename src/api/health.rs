@@ -48,6 +48,7 @@ pub async fn healthz(State(ctx): CtxState) -> (StatusCode, Json<Value>) {
                 BackendKind::Sqlite => "sqlite",
                 BackendKind::Postgres => "postgres",
             },
+            "retention": ctx.state.retention.to_json(),
         },
     });
     if let Some(board) = &ctx.state.accounts {

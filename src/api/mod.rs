@@ -37,6 +37,7 @@ use crate::delivery::DispatcherHealth;
 use crate::destination::Registry;
 use crate::event::TopicRules;
 use crate::ingest::Ingest;
+use crate::retention::RetentionHealth;
 use crate::source::nats::StatusBoard;
 use crate::store::Store;
 
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub deliveries_ready: Arc<Notify>,
     /// The delivery dispatcher's health, for `/healthz`.
     pub dispatcher: DispatcherHealth,
+    /// The retention setting and the last purge, for `/healthz`.
+    pub retention: RetentionHealth,
     /// The destination types (validation, `/destination-types`) and the publishers the
     /// dispatcher opened (closed here when a destination is deleted).
     pub destinations: Registry,

@@ -45,7 +45,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the service: NATS sources, ingest, delivery and the HTTP API.
+    /// Run the service: NATS sources, ingest, delivery, retention and the HTTP API.
+    ///
+    /// Configured by the YAML file and environment variables listed in docs/configuration.md;
+    /// for example LOG_RETENTION_TTL_DAYS (log_retention_ttl_days) deletes events older than
+    /// that many days once all their deliveries are finished (default 0 = keep forever).
     Serve(ServeArgs),
     /// One-command local sandbox: nats-server in operator mode, demo tenants, a demo receiver.
     Dev,

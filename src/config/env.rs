@@ -246,6 +246,12 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
         COUNT,
         &mut c.max_request_body_bytes,
     );
+    r.parse(
+        "LOG_RETENTION_TTL_DAYS",
+        "log_retention_ttl_days",
+        "a whole number of days (0 = keep forever)",
+        &mut c.log_retention_ttl_days,
+    );
 }
 
 struct Reader<'a> {

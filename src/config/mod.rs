@@ -84,6 +84,10 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     /// Largest HTTP request body the API accepts.
     pub max_request_body_bytes: usize,
+    /// Events stored longer ago than this many days are deleted, with their deliveries and
+    /// attempts, once every delivery of theirs is finished; 0 keeps everything (Outpost's
+    /// default).
+    pub log_retention_ttl_days: u32,
 }
 
 impl Default for Config {
@@ -119,6 +123,7 @@ impl Default for Config {
             publishmq: PublishMqConfig::default(),
             shutdown_timeout_seconds: 30,
             max_request_body_bytes: 1024 * 1024,
+            log_retention_ttl_days: 0,
         }
     }
 }
@@ -475,6 +480,12 @@ impl Config {
 
     pub fn delivery_timeout(&self) -> Duration {
         Duration::from_secs(self.delivery_timeout_seconds)
+    }
+
+    /// How long events are kept (`log_retention_ttl_days`); `None` keeps them forever.
+    pub fn log_retention_ttl(&self) -> Option<chrono::TimeDelta> {
+        (self.log_retention_ttl_days > 0)
+            .then(|| chrono::TimeDelta::days(i64::from(self.log_retention_ttl_days)))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -677,6 +677,41 @@ fn retry_schedule_entries_must_be_positive_and_at_most_a_year() {
 }
 
 #[test]
+fn log_retention_ttl_days_parses_and_refuses_negative_or_absurd_values() {
+    let c = ok(BASE, &[]);
+    assert_eq!(c.log_retention_ttl_days, 0);
+    assert_eq!(c.log_retention_ttl(), None, "0 keeps events forever");
+    let c = ok(&format!("{BASE}log_retention_ttl_days: 30\n"), &[]);
+    assert_eq!(c.log_retention_ttl(), Some(chrono::TimeDelta::days(30)));
+    let c = ok(
+        &format!("{BASE}log_retention_ttl_days: 30\n"),
+        &[("LOG_RETENTION_TTL_DAYS", "7")],
+    );
+    assert_eq!(
+        c.log_retention_ttl_days, 7,
+        "the env var wins over the file"
+    );
+
+    assert_error(
+        BASE,
+        &[("LOG_RETENTION_TTL_DAYS", "-1")],
+        "log_retention_ttl_days (LOG_RETENTION_TTL_DAYS)",
+        "whole number of days",
+    );
+    assert_error(
+        BASE,
+        &[("LOG_RETENTION_TTL_DAYS", "36501")],
+        "log_retention_ttl_days (LOG_RETENTION_TTL_DAYS)",
+        "out of range",
+    );
+    // A negative value in YAML is a type error naming the key.
+    let errors = errors_of(&format!("{BASE}log_retention_ttl_days: -1\n"), &[]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("log_retention_ttl_days"), "{errors:?}");
+    assert!(errors[0].contains("-1"), "{errors:?}");
+}
+
+#[test]
 fn exponential_retries_must_stay_within_a_year() {
     ok(BASE, &[("RETRY_MAX_LIMIT", "21")]);
     assert_error(
@@ -1180,7 +1215,7 @@ const DOCS: &str = include_str!("../../docs/configuration.md");
 #[test]
 fn docs_mention_every_env_var() {
     let names = Config::env_var_names();
-    assert_eq!(names.len(), 45, "{names:?}");
+    assert_eq!(names.len(), 46, "{names:?}");
     for name in names {
         assert!(
             DOCS.contains(&format!("`{name}`")),

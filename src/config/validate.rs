@@ -15,6 +15,9 @@ pub(super) const TENANT_TOKEN: &str = "{tenant_id}";
 /// overflow timestamp arithmetic further down.
 pub(super) const MAX_RETRY_DELAY_SECONDS: u64 = 365 * 24 * 3600;
 
+/// Longest retention accepted (100 years): anything longer is "forever", which is 0.
+pub(super) const MAX_RETENTION_DAYS: u64 = 36_500;
+
 pub(super) fn problems(c: &Config) -> Vec<ConfigError> {
     let mut p = Problems::default();
     api(c, &mut p);
@@ -200,6 +203,12 @@ fn limits(c: &Config, p: &mut Problems) {
         "MAX_REQUEST_BODY_BYTES",
         c.max_request_body_bytes as u64,
         1,
+    );
+    p.within(
+        "log_retention_ttl_days",
+        "LOG_RETENTION_TTL_DAYS",
+        c.log_retention_ttl_days.into(),
+        0..=MAX_RETENTION_DAYS,
     );
 }
 

@@ -97,6 +97,11 @@ macro_rules! on_db {
     };
 }
 
+// After `on_db!`, which it uses.
+mod retention;
+
+pub use self::retention::{PurgeOptions, Purged, TableRows};
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")

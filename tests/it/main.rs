@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_api;
 mod ingest;
 mod receiver;
+mod retention;
 mod routing;
 mod security;
 mod source;

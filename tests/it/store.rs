@@ -148,7 +148,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     let pending = store.pending_migrations().await.unwrap();
     assert_eq!(
         pending.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![1, 2]
+        vec![1, 2, 3]
     );
     let refused = store.check_migrated().await.unwrap_err();
     assert!(
@@ -169,7 +169,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     other.ping().await.unwrap();
     assert_eq!(
         db.raw_count("SELECT count(*) FROM _sqlx_migrations").await,
-        2
+        3
     );
     assert_eq!(store.backend(), db.kind());
 }

@@ -176,9 +176,15 @@ where
             .begin_with(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
-        let event = sqlx::query("SELECT 1 FROM events WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(event_id)
+        // Locked so that a purge deleting the event meanwhile is either waited for (then the
+        // event is not found) or skips it, never leaves the new delivery without its event.
+        let mut qb = QueryBuilder::<DB>::new("SELECT 1 FROM events WHERE tenant_id = ");
+        qb.push_bind(tenant_id)
+            .push(" AND id = ")
+            .push_bind(event_id)
+            .push(DB::FOR_KEY_SHARE);
+        let event = qb
+            .build()
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_error(op))?;

@@ -13,6 +13,7 @@ mod events;
 mod filters;
 mod metrics;
 pub(crate) mod postgres;
+pub(crate) mod retention;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
 mod tenants;
@@ -53,6 +54,30 @@ pub(crate) trait Dialect:
     /// Appended to a `SELECT` whose rows the transaction goes on to update: ` FOR UPDATE` on
     /// Postgres (other replicas wait for them), nothing on SQLite (one writer at a time).
     const FOR_UPDATE: &'static str;
+
+    /// Appended to a `SELECT` of a row that must not be deleted before the transaction ends:
+    /// ` FOR KEY SHARE` on Postgres (a purge holding the row is waited for, and then the row
+    /// is gone), nothing on SQLite (one writer at a time).
+    const FOR_KEY_SHARE: &'static str;
+
+    /// Appended to the purge's `SELECT` of old events: ` FOR UPDATE SKIP LOCKED` on Postgres
+    /// (replicas purging at once take different events instead of queueing behind each other,
+    /// and an event whose row ingest or a manual retry holds is left for the next cycle),
+    /// nothing on SQLite.
+    const FOR_UPDATE_SKIP_LOCKED: &'static str;
+
+    /// One row, columns `events`, `deliveries`, `attempts`: each table's approximate row
+    /// count, at a cost that does not grow with the table.
+    const ROW_ESTIMATES: &'static str;
+
+    /// Returns freed pages to the file system after a purge batch; `None` where the database
+    /// does it by itself (Postgres' autovacuum).
+    const RECLAIM_SPACE: Option<&'static str>;
+
+    /// Returns one row whose column `auto_vacuum` is 0 when freed pages are never returned to
+    /// the file system;
+    /// `None` where they always are.
+    const AUTO_VACUUM_MODE: Option<&'static str>;
 
     /// Returns a row for a live tenant (`$1` id), share-locked on Postgres until the
     /// transaction ends.

@@ -66,6 +66,27 @@ impl Dialect for Postgres {
 
     const FOR_UPDATE: &'static str = " FOR UPDATE";
 
+    const FOR_KEY_SHARE: &'static str = " FOR KEY SHARE";
+
+    const FOR_UPDATE_SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    // The planner's estimate (`reltuples`, kept by autovacuum's ANALYZE). A table never
+    // analyzed yet (-1) is young: it is counted, up to 100,000 rows.
+    const ROW_ESTIMATES: &'static str = "SELECT \
+        (SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint \
+                ELSE (SELECT count(*) FROM (SELECT 1 FROM events LIMIT 100000) n) END \
+         FROM pg_class WHERE oid = 'events'::regclass) AS events, \
+        (SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint \
+                ELSE (SELECT count(*) FROM (SELECT 1 FROM deliveries LIMIT 100000) n) END \
+         FROM pg_class WHERE oid = 'deliveries'::regclass) AS deliveries, \
+        (SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint \
+                ELSE (SELECT count(*) FROM (SELECT 1 FROM attempts LIMIT 100000) n) END \
+         FROM pg_class WHERE oid = 'attempts'::regclass) AS attempts";
+
+    const RECLAIM_SPACE: Option<&'static str> = None;
+
+    const AUTO_VACUUM_MODE: Option<&'static str> = None;
+
     const SELECT_LIVE_TENANT_LOCKED: &'static str =
         "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL FOR SHARE";
 
@@ -85,6 +106,11 @@ impl Dialect for Postgres {
             version: 2,
             description: "destination failures",
             sql: include_str!("../../../migrations/postgres/0002_destination_failures.sql"),
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "retention",
+            sql: include_str!("../../../migrations/postgres/0003_retention.sql"),
         },
     ];
 

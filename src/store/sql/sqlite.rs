@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
-    SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
 
 use super::{Dialect, SqlStore};
@@ -73,6 +73,28 @@ impl Dialect for Sqlite {
 
     const FOR_UPDATE: &'static str = "";
 
+    const FOR_KEY_SHARE: &'static str = "";
+
+    const FOR_UPDATE_SKIP_LOCKED: &'static str = "";
+
+    // The span of rowids: each `max`/`min` alone is one b-tree probe (both in one SELECT
+    // would read the whole table), where `count(*)` reads every row. It counts the gaps too:
+    // rows deleted in the middle (an old event kept for a pending delivery holds `min`
+    // down), so it is an upper bound that purges bring back down.
+    const ROW_ESTIMATES: &'static str = "SELECT \
+        coalesce((SELECT max(rowid) FROM events) - (SELECT min(rowid) FROM events) + 1, 0) \
+            AS events, \
+        coalesce((SELECT max(rowid) FROM deliveries) - (SELECT min(rowid) FROM deliveries) + 1, 0) \
+            AS deliveries, \
+        coalesce((SELECT max(rowid) FROM attempts) - (SELECT min(rowid) FROM attempts) + 1, 0) \
+            AS attempts";
+
+    // At most ~8 MB (2000 pages of 4 KiB) per call, so each call holds the writer briefly;
+    // a no-op unless the file uses incremental auto-vacuum.
+    const RECLAIM_SPACE: Option<&'static str> = Some("PRAGMA incremental_vacuum(2000)");
+
+    const AUTO_VACUUM_MODE: Option<&'static str> = Some("PRAGMA auto_vacuum");
+
     const SELECT_LIVE_TENANT_LOCKED: &'static str =
         "SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL";
 
@@ -91,6 +113,11 @@ impl Dialect for Sqlite {
             version: 2,
             description: "destination failures",
             sql: include_str!("../../../migrations/sqlite/0002_destination_failures.sql"),
+        },
+        EmbeddedMigration {
+            version: 3,
+            description: "retention",
+            sql: include_str!("../../../migrations/sqlite/0003_retention.sql"),
         },
     ];
 
@@ -131,6 +158,9 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
         .connect_with(
             base.clone()
                 .create_if_missing(true)
+                // Takes effect on a new file only (before its first table); an existing
+                // file keeps its mode until converted by hand (docs/storage.md, Retention).
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
                 .journal_mode(SqliteJournalMode::Wal),
         )
         .await

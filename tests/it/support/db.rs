@@ -117,6 +117,20 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` (one or more statements) bypassing the store, e.g. to age rows.
+    pub async fn raw_execute(&self, sql: &'static str) {
+        match self {
+            TestDb::Sqlite { url, .. } => {
+                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+            TestDb::Postgres { url, .. } => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
     /// `sql` must return one integer (e.g. `SELECT count(*) ...`).
     pub async fn raw_count(&self, sql: &'static str) -> i64 {
         match self {
