@@ -40,16 +40,7 @@ struct Event<'a> {
 pub async fn throughput(env: &BenchEnv, tenants: usize, events: u64) -> anyhow::Result<FlowResult> {
     let plans = TenantPlan::many(&format!("br{tenants}"), tenants);
     let parts = flow::assign(&plans, 0, events);
-    let rig = Rig::prepare(
-        env,
-        RigOptions {
-            tenants: plans,
-            tally_len: events as usize,
-            slow_delay: Duration::ZERO,
-            destination: None,
-        },
-    )
-    .await?;
+    let rig = Rig::prepare(env, RigOptions::webhooks(plans, events)).await?;
     let settings = WebhookConfig {
         block_private_ips: false,
         ..WebhookConfig::default()

@@ -122,16 +122,7 @@ pub(super) fn assign(tenants: &[TenantPlan], first: u64, events: u64) -> Vec<(St
 pub async fn throughput(env: &BenchEnv, tenants: usize, events: u64) -> anyhow::Result<FlowResult> {
     let plans = TenantPlan::many(&format!("tp{tenants}"), tenants);
     let parts = assign(&plans, 0, events);
-    let mut rig = Rig::prepare(
-        env,
-        RigOptions {
-            tenants: plans,
-            tally_len: events as usize,
-            slow_delay: Duration::ZERO,
-            destination: None,
-        },
-    )
-    .await?;
+    let mut rig = Rig::prepare(env, RigOptions::webhooks(plans, events)).await?;
     rig.start_service().await?;
     burst_all(&rig, &parts).await?;
     let (delivered, waited) = wait(&rig, 0..events).await;
@@ -151,16 +142,7 @@ pub async fn http_publish(
 ) -> anyhow::Result<FlowResult> {
     let plans = TenantPlan::many(&format!("hp{tenants}"), tenants);
     let names: Vec<String> = plans.iter().map(|t| t.name.clone()).collect();
-    let mut rig = Rig::prepare(
-        env,
-        RigOptions {
-            tenants: plans,
-            tally_len: events as usize,
-            slow_delay: Duration::ZERO,
-            destination: None,
-        },
-    )
-    .await?;
+    let mut rig = Rig::prepare(env, RigOptions::webhooks(plans, events)).await?;
     rig.start_service().await?;
     let (api, key) = rig.api()?;
     let url = format!("{api}/api/v1/publish");
@@ -216,16 +198,7 @@ pub async fn latency(
     let events = ((per_second * duration.as_secs_f64()) as u64).max(tenants as u64);
     let plans = TenantPlan::many("lat", tenants);
     let parts = assign(&plans, 0, events);
-    let mut rig = Rig::prepare(
-        env,
-        RigOptions {
-            tenants: plans,
-            tally_len: events as usize,
-            slow_delay: Duration::ZERO,
-            destination: None,
-        },
-    )
-    .await?;
+    let mut rig = Rig::prepare(env, RigOptions::webhooks(plans, events)).await?;
     rig.start_service().await?;
     pace_all(&rig, &parts, per_second / tenants as f64).await?;
     let (delivered, waited) = wait(&rig, 0..events).await;
@@ -257,16 +230,7 @@ pub async fn fairness(
     let b_events = ((per_second * duration.as_secs_f64()) as u64).max(1);
     let plans = vec![TenantPlan::fast("tenant-a"), TenantPlan::fast("tenant-b")];
 
-    let mut rig = Rig::prepare(
-        env,
-        RigOptions {
-            tenants: plans.clone(),
-            tally_len: b_events as usize,
-            slow_delay: Duration::ZERO,
-            destination: None,
-        },
-    )
-    .await?;
+    let mut rig = Rig::prepare(env, RigOptions::webhooks(plans.clone(), b_events)).await?;
     rig.start_service().await?;
     pace_all(&rig, &[("tenant-b".into(), 0..b_events)], per_second).await?;
     let (delivered, waited) = wait(&rig, 0..b_events).await;
@@ -274,16 +238,7 @@ pub async fn fairness(
     rig.stop().await?;
 
     let b_seqs = backlog..backlog + b_events;
-    let mut rig = Rig::prepare(
-        env,
-        RigOptions {
-            tenants: plans,
-            tally_len: (backlog + b_events) as usize,
-            slow_delay: Duration::ZERO,
-            destination: None,
-        },
-    )
-    .await?;
+    let mut rig = Rig::prepare(env, RigOptions::webhooks(plans, backlog + b_events)).await?;
     burst_all(&rig, &[("tenant-a".into(), 0..backlog)]).await?;
     rig.start_service().await?;
     pace_all(&rig, &[("tenant-b".into(), b_seqs.clone())], per_second).await?;

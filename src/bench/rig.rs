@@ -76,6 +76,18 @@ pub struct RigOptions {
     pub destination: Option<SeededDestination>,
 }
 
+impl RigOptions {
+    /// `tenants`, each with a fast webhook to the receiver, and room for `events` events.
+    pub fn webhooks(tenants: Vec<TenantPlan>, events: u64) -> RigOptions {
+        RigOptions {
+            tenants,
+            tally_len: events as usize,
+            slow_delay: Duration::ZERO,
+            destination: None,
+        }
+    }
+}
+
 /// A destination of another type than the receiver's webhook, seeded for every tenant.
 #[derive(Debug, Clone)]
 pub struct SeededDestination {

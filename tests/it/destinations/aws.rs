@@ -13,7 +13,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::TenantStream;
+use super::{TenantStream, field_keys};
 use crate::api::{Auth, Service, assert_error, messages};
 use crate::support::db::TestDb;
 use crate::support::moto::{self, AccessKey, Moto};
@@ -666,14 +666,6 @@ async fn destination_types_describe_outposts_fields() {
     for kind in ["aws_sqs", "aws_s3", "aws_kinesis"] {
         assert!(names.contains(&kind), "{names:?}");
     }
-    let keys = |fields: &Value| -> Vec<String> {
-        fields
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["key"].as_str().unwrap().to_owned())
-            .collect()
-    };
     for (kind, label, config, required) in [
         (
             "aws_sqs",
@@ -712,7 +704,7 @@ async fn destination_types_describe_outposts_fields() {
         assert_eq!(status, StatusCode::OK, "{described}");
         assert_eq!(described["type"], kind);
         assert_eq!(described["label"], label);
-        assert_eq!(keys(&described["config_fields"]), config);
+        assert_eq!(field_keys(&described["config_fields"]), config);
         let required_keys: Vec<String> = described["config_fields"]
             .as_array()
             .unwrap()
@@ -722,7 +714,7 @@ async fn destination_types_describe_outposts_fields() {
             .collect();
         assert_eq!(required_keys, required);
         assert_eq!(
-            keys(&described["credential_fields"]),
+            field_keys(&described["credential_fields"]),
             ["key", "secret", "session"]
         );
         assert!(

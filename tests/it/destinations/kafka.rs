@@ -13,7 +13,7 @@ use jetpost::store::DeliveryStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, attempts, destination, event};
+use super::{TenantStream, attempts, destination, event, field_keys};
 use crate::api::{Auth, Service, messages};
 use crate::support::db::TestDb;
 use crate::support::nats::{PATIENCE, wait_until};
@@ -470,16 +470,8 @@ async fn the_kafka_type_is_described_with_outposts_fields() {
         .await;
     assert_eq!(status, StatusCode::OK, "{schema}");
     assert_eq!(schema["label"], "Apache Kafka");
-    let keys = |fields: &Value| -> Vec<String> {
-        fields
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["key"].as_str().unwrap().to_owned())
-            .collect()
-    };
     assert_eq!(
-        keys(&schema["config_fields"]),
+        field_keys(&schema["config_fields"]),
         [
             "brokers",
             "topic",
@@ -488,7 +480,10 @@ async fn the_kafka_type_is_described_with_outposts_fields() {
             "sasl_mechanism"
         ]
     );
-    assert_eq!(keys(&schema["credential_fields"]), ["username", "password"]);
+    assert_eq!(
+        field_keys(&schema["credential_fields"]),
+        ["username", "password"]
+    );
     assert_eq!(
         schema["config_fields"][4]["options"][2]["value"],
         "scram-sha-512"

@@ -130,3 +130,14 @@ pub fn event(id: &str) -> Event {
         created_at: Utc::now(),
     }
 }
+
+/// The `key` of each field of a `/destination-types` entry's `config_fields` or
+/// `credential_fields`.
+pub fn field_keys(fields: &Value) -> Vec<String> {
+    fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap().to_owned())
+        .collect()
+}

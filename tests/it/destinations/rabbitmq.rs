@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, attempts, destination, event, publish_event};
+use super::{TenantStream, attempts, destination, event, field_keys, publish_event};
 use crate::api::{Auth, Service, messages};
 use crate::support::db::TestDb;
 use crate::support::nats::{LocalNatsServer, PATIENCE, wait_until};
@@ -482,19 +482,14 @@ async fn the_rabbitmq_type_is_described_with_outposts_fields() {
     assert_eq!(status, StatusCode::OK, "{schema}");
     assert_eq!(schema["type"], "rabbitmq");
     assert_eq!(schema["label"], "RabbitMQ");
-    let keys = |fields: &Value| -> Vec<String> {
-        fields
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["key"].as_str().unwrap().to_owned())
-            .collect()
-    };
     assert_eq!(
-        keys(&schema["config_fields"]),
+        field_keys(&schema["config_fields"]),
         ["server_url", "exchange", "tls"]
     );
-    assert_eq!(keys(&schema["credential_fields"]), ["username", "password"]);
+    assert_eq!(
+        field_keys(&schema["credential_fields"]),
+        ["username", "password"]
+    );
     assert_eq!(schema["credential_fields"][1]["sensitive"], true);
     let (_, all) = svc.get("/api/v1/destination-types", &Auth::Admin).await;
     assert!(
