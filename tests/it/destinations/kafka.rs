@@ -9,14 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jetpost::store::DeliveryStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, attempts, destination, event, field_keys};
+use super::{TenantStream, attempts, destination, event, failed_delivery, field_keys};
 use crate::api::{Auth, Service, messages};
 use crate::support::db::TestDb;
-use crate::support::nats::{PATIENCE, wait_until};
+use crate::support::nats::wait_until;
 use crate::support::proxy::Proxy;
 use crate::support::tansu::{Tansu, free_port};
 use jetpost::bench::tansu;
@@ -220,23 +219,7 @@ async fn a_wrong_password_fails_for_good_with_a_readable_message() {
     tenant
         .publish(r#"{"id":"e1","topic":"order.paid","data":{"n":1}}"#)
         .await;
-    let store = tenant.svc.store().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let delivery = loop {
-        let found = store.list_deliveries(TENANT, "e1").await.unwrap();
-        if let Some(d) = found
-            .into_iter()
-            .find(|d| d.status == DeliveryStatus::Failed)
-        {
-            break d;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no failed delivery; attempts: {:?}",
-            attempts(&tenant.svc, "d1").await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let delivery = failed_delivery(&tenant.svc, "e1").await;
     assert_eq!(delivery.attempts, 1, "a permanent failure is not retried");
     let recorded = attempts(&tenant.svc, "d1").await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");

@@ -141,3 +141,25 @@ pub fn field_keys(fields: &Value) -> Vec<String> {
         .map(|f| f["key"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Tenant `t1`'s delivery of `event` to `d1` once it has failed for good (waiting up to
+/// `PATIENCE`; the failure says which attempts were made).
+pub async fn failed_delivery(svc: &Service, event: &str) -> jetpost::store::Delivery {
+    let store = svc.store().await;
+    let deadline = tokio::time::Instant::now() + crate::support::nats::PATIENCE;
+    loop {
+        let found = store.list_deliveries("t1", event).await.unwrap();
+        if let Some(d) = found
+            .into_iter()
+            .find(|d| d.status == jetpost::store::DeliveryStatus::Failed)
+        {
+            return d;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed delivery; attempts: {:?}",
+            attempts(svc, "d1").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -9,11 +9,11 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use jetpost::destination::{AttemptCode, DestinationType, nats::NatsType};
-use jetpost::store::{DeliveryStatus, Destination};
+use jetpost::store::Destination;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, attempts, destination, event, publish_event};
+use super::{TenantStream, attempts, destination, event, failed_delivery, publish_event};
 use crate::api::{Auth, Service, messages};
 use crate::support::nats::{
     LocalNatsServer, PATIENCE, operator_server, options, plain_server, wait_until,
@@ -230,19 +230,7 @@ async fn wrong_credentials_fail_for_good() {
     )
     .await;
     publish_event(&js, r#"{"id":"e1","topic":"order.paid","data":{"n":1}}"#).await;
-    let store = svc.store().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let delivery = loop {
-        let found = store.list_deliveries(TENANT, "e1").await.unwrap();
-        if let Some(d) = found
-            .into_iter()
-            .find(|d| d.status == DeliveryStatus::Failed)
-        {
-            break d;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no failed delivery");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let delivery = failed_delivery(&svc, "e1").await;
     assert_eq!(delivery.attempts, 1, "a permanent failure is not retried");
     let recorded = attempts(&svc, "d1").await;
     assert_eq!(recorded[0]["code"], "auth_failed");

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use jetpost::store::DeliveryStatus;
 use lapin::options::{
     BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
@@ -18,7 +17,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TenantStream, attempts, destination, event, field_keys, publish_event};
+use super::{
+    TenantStream, attempts, destination, event, failed_delivery, field_keys, publish_event,
+};
 use crate::api::{Auth, Service, messages};
 use crate::support::db::TestDb;
 use crate::support::nats::{LocalNatsServer, PATIENCE, wait_until};
@@ -258,19 +259,7 @@ async fn a_wrong_password_fails_for_good_with_a_readable_message() {
     create(&svc, "d1", RABBITMQ, &exchange, "not-the-password").await;
 
     publish_event(&js, r#"{"id":"e1","topic":"order.paid","data":{"n":1}}"#).await;
-    let store = svc.store().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let delivery = loop {
-        let found = store.list_deliveries(TENANT, "e1").await.unwrap();
-        if let Some(d) = found
-            .into_iter()
-            .find(|d| d.status == DeliveryStatus::Failed)
-        {
-            break d;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no failed delivery");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let delivery = failed_delivery(&svc, "e1").await;
     assert_eq!(delivery.attempts, 1, "a permanent failure is not retried");
     let recorded = attempts(&svc, "d1").await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
