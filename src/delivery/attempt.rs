@@ -55,10 +55,11 @@ impl Attempts {
         });
     }
 
-    /// One attempt of one claimed delivery, from the request to the recorded outcome. The
-    /// lane (the lease counted against the destination) ends with the function, once the
-    /// outcome is recorded.
-    async fn run(&self, claimed: ClaimedDelivery, slot: OwnedSemaphorePermit, _lane: Lane) {
+    /// One attempt of one claimed delivery, from the request to the recorded outcome. The slot
+    /// and the lane (the destination's share of it) end with the request: recording the
+    /// outcome needs no endpoint capacity, and a lane held through the record would let the
+    /// store's commit pace the destination instead of its endpoint.
+    async fn run(&self, claimed: ClaimedDelivery, slot: OwnedSemaphorePermit, lane: Lane) {
         let _in_flight = InFlight::enter(self);
         let ClaimedDelivery {
             delivery,
@@ -71,8 +72,7 @@ impl Attempts {
             Ok(publisher) => publisher.publish(&event).await,
             Err(problem) => Outcome::not_sent(AttemptCode::InvalidRequest, problem),
         };
-        // The slot is for the request; recording and alerts need no endpoint capacity.
-        drop(slot);
+        drop((slot, lane));
 
         let facts = AttemptFacts {
             success: result.success,

@@ -1,10 +1,12 @@
 //! This process's delivery capacity: the global slots (`delivery_max_concurrency`) and, per
-//! destination, the leases it holds (claimed or handed off by ingest, not yet recorded). Claims
-//! count every replica's leases in the store; a hand-off has no store round trip to ask, so it
-//! counts this process's leases here and takes at most `cap - 1` of a destination's lanes,
+//! destination, its lanes: deliveries claimed or handed off by ingest whose request has not
+//! ended yet (a hand-off's lane is taken before its commit). Claims count every replica's leases
+//! in the store; a hand-off has no store round trip to ask, so it counts this process's lanes
+//! here and takes at most `cap - 1` of them,
 //! leaving the last one to the store's queue (retries, recovered leases, manual retries), which
-//! can therefore never be starved by fresh events. A destination whose wait for a lane ran out
-//! counts as saturated for a second: hand-offs to it give up at once meanwhile.
+//! can therefore never be starved by fresh events. A destination whose lanes are all taken and
+//! none given back for a while is slow: it counts as saturated for a second, and hand-offs to it
+//! give up at once meanwhile.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,15 +20,21 @@ type DestinationKey = (String, String);
 #[derive(Default)]
 struct Leases {
     held: u32,
-    /// Told when one of these leases ends: a waiting hand-off may take it.
+    /// Told when one of these lanes is given back: a waiting hand-off may take it.
     freed: Arc<Notify>,
-    /// A wait for a lane ran out recently: the destination is saturated (a slow endpoint), and
-    /// until then its deliveries queue in the store at once instead of each waiting in vain
-    /// (and holding its tenant's in-flight slots meanwhile).
+    /// When a lane was last given back, or taken while none was held.
+    turned_at: Option<Instant>,
+    /// The destination stalled recently: all its lanes were taken and none was given back for
+    /// `STALLED_AFTER` (a slow endpoint). Until then its deliveries queue in the store at once
+    /// instead of each waiting in vain (and holding its tenant's in-flight slots meanwhile).
     saturated_until: Option<Instant>,
 }
 
-/// How long a destination counts as saturated after a wait for one of its lanes ran out.
+/// All lanes taken and none given back for this long: the destination is slow, not just busy.
+/// A busy destination's lanes turn over every few milliseconds, and a hand-off waits for one
+/// (its source stops pulling meanwhile: backpressure); a slow one's requests hold theirs.
+const STALLED_AFTER: Duration = Duration::from_millis(250);
+/// How long a destination counts as saturated after it stalled.
 const SATURATED_FOR: Duration = Duration::from_secs(1);
 
 pub(super) struct Lanes {
@@ -36,8 +44,8 @@ pub(super) struct Lanes {
     leases: Mutex<HashMap<DestinationKey, Leases>>,
 }
 
-/// Room for one delivery: a global slot (given back once the request is done) and a lease
-/// counted against its destination (given back when the attempt has been recorded).
+/// Room for one delivery: a global slot and a lane counted against its destination, both given
+/// back once the request is done (the store's lease lasts until the attempt is recorded).
 pub(super) struct Reservation {
     pub slot: OwnedSemaphorePermit,
     pub lane: Lane,
@@ -56,10 +64,16 @@ impl Lanes {
         &self.slots
     }
 
-    /// Counts a lease taken by a claim (the store already checked the destination's cap).
+    /// Counts a lane taken by a claim (the store already checked the destination's cap).
     pub fn claimed(self: &Arc<Self>, tenant_id: &str, destination_id: &str) -> Lane {
         let key = (tenant_id.to_owned(), destination_id.to_owned());
-        self.lock().entry(key.clone()).or_default().held += 1;
+        let mut leases = self.lock();
+        let entry = leases.entry(key.clone()).or_default();
+        if entry.held == 0 {
+            entry.turned_at = Some(Instant::now());
+        }
+        entry.held += 1;
+        drop(leases);
         Lane {
             lanes: self.clone(),
             key,
@@ -79,29 +93,33 @@ impl Lanes {
         }
         let key = (tenant_id.to_owned(), destination_id.to_owned());
         loop {
-            let freed = {
+            let (freed, stalls_at) = {
                 let mut leases = self.lock();
                 let entry = leases.entry(key.clone()).or_default();
+                let now = Instant::now();
                 if entry.held < self.handoff_cap {
+                    if entry.held == 0 {
+                        entry.turned_at = Some(now);
+                    }
                     entry.held += 1;
                     break;
                 }
-                if entry
-                    .saturated_until
-                    .is_some_and(|until| Instant::now() < until)
-                {
+                if entry.saturated_until.is_some_and(|until| now < until) {
                     return None;
                 }
-                entry.freed.clone()
+                let stalls_at = entry.turned_at.unwrap_or(now) + STALLED_AFTER;
+                if now >= stalls_at {
+                    entry.saturated_until = Some(now + SATURATED_FOR);
+                    return None;
+                }
+                (entry.freed.clone(), stalls_at)
             };
-            // A lease that ends between the check and this wait leaves a permit in `freed`.
-            if tokio::time::timeout_at(deadline, freed.notified())
-                .await
-                .is_err()
-            {
-                self.saturated(&key);
+            if Instant::now() >= deadline {
                 return None;
             }
+            // A lane given back between the check and this wait leaves a permit in `freed`;
+            // waking at `stalls_at` looks again whether any was given back meanwhile.
+            let _ = tokio::time::timeout_at(deadline.min(stalls_at), freed.notified()).await;
         }
         let lane = Lane {
             lanes: self.clone(),
@@ -125,20 +143,15 @@ impl Lanes {
             .map_or(0, |l| l.held)
     }
 
-    fn saturated(&self, key: &DestinationKey) {
-        if let Some(entry) = self.lock().get_mut(key) {
-            entry.saturated_until = Some(Instant::now() + SATURATED_FOR);
-        }
-    }
-
     fn release(&self, key: &DestinationKey) {
         let mut leases = self.lock();
         let Some(entry) = leases.get_mut(key) else {
             return;
         };
         entry.held = entry.held.saturating_sub(1);
+        entry.turned_at = Some(Instant::now());
         entry.freed.notify_one();
-        // Kept while someone waits on `freed`, so the waiter hears of the next lease ending.
+        // Kept while someone waits on `freed`, so the waiter hears of the next lane given back.
         if entry.held == 0 && Arc::strong_count(&entry.freed) == 1 {
             leases.remove(key);
         }
@@ -149,7 +162,7 @@ impl Lanes {
     }
 }
 
-/// One lease counted against its destination, until dropped.
+/// One lane counted against its destination, until dropped.
 pub(super) struct Lane {
     lanes: Arc<Lanes>,
     key: DestinationKey,
@@ -206,24 +219,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_saturated_destination_stops_making_hand_offs_wait() {
+    async fn a_stalled_destination_stops_making_hand_offs_wait() {
         let lanes = Arc::new(Lanes::new(10, 2));
         let busy = lanes.reserve("t", "d", soon(10)).await.expect("lane");
-        // The first wait runs its course...
+        // A wait for a lane that is never given back ends once the destination stalls...
         let started = Instant::now();
-        assert!(lanes.reserve("t", "d", soon(500)).await.is_none());
-        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert!(lanes.reserve("t", "d", soon(5_000)).await.is_none());
+        assert_eq!(started.elapsed(), STALLED_AFTER);
         // ...the next ones give up at once while the destination counts as saturated...
         let started = Instant::now();
-        assert!(lanes.reserve("t", "d", soon(500)).await.is_none());
-        assert!(started.elapsed() < Duration::from_millis(10));
-        // ...and wait again once that has passed.
+        assert!(lanes.reserve("t", "d", soon(5_000)).await.is_none());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // ...and as long as it stays stalled; a lane given back ends that.
         tokio::time::advance(SATURATED_FOR).await;
-        let started = Instant::now();
-        assert!(lanes.reserve("t", "d", soon(100)).await.is_none());
-        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(lanes.reserve("t", "d", soon(5_000)).await.is_none());
         drop(busy);
+        tokio::time::advance(SATURATED_FOR).await;
         assert!(lanes.reserve("t", "d", soon(10)).await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_destination_whose_lanes_turn_over_keeps_hand_offs_waiting() {
+        let lanes = Arc::new(Lanes::new(10, 2));
+        let first = lanes.reserve("t", "d", soon(10)).await.expect("lane");
+        let waiter = |lanes: Arc<Lanes>| {
+            tokio::spawn(async move { lanes.reserve("t", "d", soon(5_000)).await })
+        };
+        let (a, b) = (waiter(lanes.clone()), waiter(lanes.clone()));
+        // Each lane is held for less than STALLED_AFTER, but B waits for two of them.
+        tokio::time::sleep(STALLED_AFTER * 4 / 5).await;
+        drop(first);
+        let second = a.await.unwrap().expect("A got the lane given back");
+        tokio::time::sleep(STALLED_AFTER * 4 / 5).await;
+        drop(second);
+        assert!(
+            b.await.unwrap().is_some(),
+            "B kept waiting past STALLED_AFTER while lanes turned over"
+        );
     }
 
     #[tokio::test]

@@ -44,10 +44,9 @@ pub enum IngestError {
 /// How long an event from NATS waits for the dispatcher to have room for its deliveries (a lane
 /// of the destination and a global slot) before they are committed pending instead. Waiting
 /// leaves a backlog in the stream, where it costs nothing, rather than in the store, where every
-/// delivery then needs a claim; the source's in-flight bound stops the pulling meanwhile. The
-/// bound, and the dispatcher's giving up at once on a destination whose wait ran out in the
-/// last second (`delivery::lanes`), keep a slow destination from holding its tenant's other
-/// events.
+/// delivery then needs a claim; the source's in-flight bound stops the pulling meanwhile. A slow
+/// destination does not hold its tenant's other events that long: once its lanes stop turning
+/// over (`delivery::lanes`), the wait ends and its deliveries queue in the store.
 const HANDOFF_WAIT: Duration = Duration::from_millis(500);
 /// The same for an event published over HTTP, whose caller waits for the answer: only long
 /// enough to ride out a claim in progress (the dispatcher holds its free slots while it claims).
