@@ -10,7 +10,7 @@ use sqlx::{Encode, Executor, QueryBuilder, Type};
 
 use super::rows::{self, RowExt as _, delivery_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore, push_ids};
+use super::{Dialect, SqlStore, in_shapes, push_ids};
 use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
 use crate::store::model::{
     AttemptCompletion, AttemptRecorded, AttemptStatus, Delivery, DeliveryOutcome, DeliveryStatus,
@@ -79,7 +79,7 @@ where
             .map_err(db_error(op))?;
 
         let mut leased: HashMap<i64, Delivery> = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&ids, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(concat!(
                 "SELECT ",
                 delivery_columns!(),
@@ -128,7 +128,7 @@ where
         watched.dedup();
         // (tenant, destination) → (failures in a row, live)
         let mut destinations: HashMap<(String, String), (i64, bool)> = HashMap::new();
-        for chunk in watched.chunks(ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&watched, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "SELECT tenant_id, id, consecutive_failures, \
                  (deleted_at IS NULL AND disabled_at IS NULL) AS live FROM destinations WHERE ",
@@ -202,7 +202,7 @@ where
             });
         }
 
-        for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&writes, ROWS_PER_STATEMENT) {
             // Columns of a VALUES list are column1, column2, … on both backends.
             let mut qb = QueryBuilder::<DB>::new(
                 "UPDATE deliveries SET status = v.column2, attempts = v.column3, \
@@ -220,7 +220,7 @@ where
             qb.push(") AS v WHERE deliveries.id = v.column1");
             qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
         }
-        for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&writes, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "INSERT INTO attempts (id, tenant_id, event_id, destination_id, delivery_id, \
                  attempt_number, manual, status, code, response_data, time) ",
@@ -260,7 +260,7 @@ where
             .map(|(k, n)| (*k, *n))
             .collect();
         changed.sort_unstable();
-        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&changed, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "UPDATE destinations SET consecutive_failures = v.column3 FROM (",
             );
@@ -274,7 +274,7 @@ where
         }
         resets.sort_unstable();
         resets.dedup();
-        for chunk in resets.chunks(ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&resets, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "UPDATE destinations SET consecutive_failures = 0 \
                  WHERE consecutive_failures <> 0 AND (",

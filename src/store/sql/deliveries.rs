@@ -13,7 +13,7 @@ use sqlx::{Encode, Executor, QueryBuilder, Type};
 
 use super::rows::{self, RowExt as _, SealedDestination, delivery_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore, push_ids};
+use super::{Dialect, SqlStore, in_shapes, push_ids};
 use crate::store::error::{Result, StoreError, db_error};
 use crate::store::model::{ClaimRequest, Delivery, DeliveryStatus, Event, Lease};
 
@@ -25,6 +25,9 @@ pub(crate) struct ClaimedRow {
     pub event: Event,
     pub destination: SealedDestination,
 }
+
+/// Ids per `IN (…)` list of a claim (a claim takes at most `delivery_max_concurrency`).
+const IDS_PER_STATEMENT: usize = 1024;
 
 /// Claimed deliveries with their event (`e_*`) and destination (`t_*`).
 const SELECT_CLAIMED: &str = "SELECT d.id, d.tenant_id, d.event_id, d.destination_id, d.status, \
@@ -109,35 +112,34 @@ where
                 dead.push(id);
             }
         }
-        if !dead.is_empty() {
+        for ids in in_shapes(&dead, IDS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, \
                  lease_owner = NULL, lease_expires_at = NULL, updated_at = ",
             );
             qb.push_bind(now).push(" WHERE id IN (");
-            push_ids(&mut qb, &dead);
+            push_ids(&mut qb, ids);
             qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
         }
-        if live.is_empty() {
-            tx.commit().await.map_err(db_error(op))?;
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'delivering', ");
-        qb.push("lease_owner = ")
-            .push_bind(req.owner)
-            .push(", lease_expires_at = ")
-            .push_bind(expires)
-            .push(", next_attempt_at = ")
-            .push_bind(expires)
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN (");
-        push_ids(&mut qb, &live);
-        qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
+        let mut found = Vec::with_capacity(live.len());
+        for ids in in_shapes(&live, IDS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'delivering', ");
+            qb.push("lease_owner = ")
+                .push_bind(req.owner)
+                .push(", lease_expires_at = ")
+                .push_bind(expires)
+                .push(", next_attempt_at = ")
+                .push_bind(expires)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id IN (");
+            push_ids(&mut qb, ids);
+            qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
 
-        let mut qb = QueryBuilder::<DB>::new(SELECT_CLAIMED);
-        push_ids(&mut qb, &live);
-        let found = qb.build().fetch_all(&mut *tx).await.map_err(db_error(op))?;
+            let mut qb = QueryBuilder::<DB>::new(SELECT_CLAIMED);
+            push_ids(&mut qb, ids);
+            found.extend(qb.build().fetch_all(&mut *tx).await.map_err(db_error(op))?);
+        }
         tx.commit().await.map_err(db_error(op))?;
 
         // Oldest due first, as the candidates came.

@@ -10,7 +10,7 @@ use sqlx::{Encode, Executor, QueryBuilder, Type};
 use super::filters::{TieBreak, push_in, push_page, push_time_range};
 use super::rows::{self, RowExt as _, event_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore};
+use super::{Dialect, SqlStore, in_shapes};
 use crate::store::error::{Result, db_error};
 use crate::store::model::{Event, EventFilter, InsertOutcome, NewEvent};
 use crate::store::page::{Cursor, Page, PagePlan};
@@ -70,9 +70,8 @@ where
             .await
             .map_err(db_error(op))?;
         let mut inserted = Vec::new();
-        for (chunk, json) in candidates
-            .chunks(EVENTS_PER_STATEMENT)
-            .zip(json.chunks(EVENTS_PER_STATEMENT))
+        for (chunk, json) in
+            in_shapes(&candidates, EVENTS_PER_STATEMENT).zip(in_shapes(&json, EVENTS_PER_STATEMENT))
         {
             let mut qb = QueryBuilder::<DB>::new(
                 "INSERT INTO events (tenant_id, id, destination_id, topic, time, metadata, data, \
@@ -115,7 +114,7 @@ where
         }
         // (tenant, event, destination) → id of each delivery inserted leased.
         let mut leased_ids: HashMap<(String, String, String), i64> = HashMap::new();
-        for chunk in deliveries.chunks(DELIVERIES_PER_STATEMENT) {
+        for chunk in in_shapes(&deliveries, DELIVERIES_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (tenant_id, event_id, destination_id, status, attempts, \
                  next_attempt_at, manual, lease_owner, lease_expires_at, created_at, updated_at) ",

@@ -187,6 +187,33 @@ where
     Ok(())
 }
 
+/// Prepared statements each connection keeps: room for every shape of the multi-row statements
+/// (`in_shapes`), about ten row counts for each of a dozen kinds, beside the rest.
+pub(crate) const STATEMENT_CACHE: usize = 256;
+
+/// Splits `items` into runs whose lengths are powers of two, largest first, none longer than
+/// `max` (rounded down to a power of two). A multi-row statement's text depends on its row
+/// count, and a connection keeps only so many prepared statements: cut this way, batches of any
+/// size reuse a handful of statements per kind instead of preparing one for each size (a
+/// 50-row INSERT took longer to prepare than to run).
+pub(crate) fn in_shapes<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let max = prev_power_of_two(max.max(1));
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (run, tail) = rest.split_at(prev_power_of_two(rest.len()).min(max));
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// The largest power of two not above `n` (`n >= 1`).
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
 /// `$n, $n+1, ...)` — closes the `IN (` the caller opened.
 pub(crate) fn push_ids<DB>(qb: &mut QueryBuilder<DB>, ids: &[i64])
 where
@@ -198,4 +225,24 @@ where
         list.push_bind(*id);
     }
     qb.push(")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_shapes;
+
+    #[test]
+    fn batches_are_cut_into_power_of_two_runs() {
+        let lengths = |n: usize, max: usize| -> Vec<usize> {
+            let items: Vec<usize> = (0..n).collect();
+            let runs: Vec<&[usize]> = in_shapes(&items, max).collect();
+            assert_eq!(runs.concat(), items, "every item once, in order");
+            runs.iter().map(|r| r.len()).collect()
+        };
+        assert_eq!(lengths(0, 1000), Vec::<usize>::new());
+        assert_eq!(lengths(1, 1000), [1]);
+        assert_eq!(lengths(52, 1000), [32, 16, 4]);
+        assert_eq!(lengths(1500, 1000), [512, 512, 256, 128, 64, 16, 8, 4]);
+        assert_eq!(lengths(7, 1), [1; 7]);
+    }
 }

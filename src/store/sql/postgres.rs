@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 
-use super::{Dialect, SqlStore};
+use super::{Dialect, STATEMENT_CACHE, SqlStore};
 use crate::store::StoreOptions;
 use crate::store::error::{Result, StoreError, db_error, redact_url};
 use crate::store::migrations::EmbeddedMigration;
@@ -134,7 +134,9 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
     // reading every event of the tenant, and a 50-row insert took over a second once a tenant
     // had 100,000 events (the benchmark on a fresh schema: 335 events/s for one tenant; 2,193
     // with custom plans). Planning each statement costs far less than such a plan.
-    connect = connect.options([("plan_cache_mode", "force_custom_plan")]);
+    connect = connect
+        .options([("plan_cache_mode", "force_custom_plan")])
+        .statement_cache_capacity(STATEMENT_CACHE);
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.acquire_timeout)

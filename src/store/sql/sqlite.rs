@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteQueryResult, SqliteSynchronous,
 };
 
-use super::{Dialect, SqlStore};
+use super::{Dialect, STATEMENT_CACHE, SqlStore};
 use crate::store::StoreOptions;
 use crate::store::error::{Result, StoreError, db_error, redact_url};
 use crate::store::migrations::EmbeddedMigration;
@@ -140,7 +140,8 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
         // Statement journals (multi-row UPDATE / INSERT keep one to undo a failed statement)
         // stay in memory instead of spilling into a temporary file: they were ~10 % of the
         // writer thread's time in a throughput profile.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        .statement_cache_capacity(STATEMENT_CACHE);
     create_parent_folder(base.get_filename()).map_err(bad_url)?;
 
     let writer = SqlitePoolOptions::new()
