@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::destinations::Sink;
+use super::procstat;
 use super::publish::{self, split};
 use super::rig::{BenchEnv, Rig, RigOptions, TenantPlan};
 use super::tally::{Latencies, Throughput};
@@ -24,9 +25,18 @@ pub struct FlowResult {
     pub throughput: Option<Throughput>,
     pub latencies: Latencies,
     pub waited: Duration,
+    /// CPU time of this process (jetpost and the bench's publishers and receiver) from
+    /// jetpost's start until the last delivery or the end of the wait.
+    pub cpu: Option<Duration>,
 }
 
 impl FlowResult {
+    /// CPU microseconds per delivered event.
+    pub fn cpu_per_event_us(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.delivered > 0).then(|| cpu.as_secs_f64() * 1e6 / self.delivered as f64)
+    }
+
     /// A note when not everything arrived, or something arrived twice.
     pub fn shortfall(&self) -> Option<String> {
         let mut notes = Vec::new();
@@ -65,7 +75,13 @@ pub(super) fn result(rig: &Rig, seqs: Range<u64>, delivered: u64, waited: Durati
         throughput: rig.tally.throughput(seqs.clone()),
         latencies: rig.tally.latencies(seqs),
         waited,
+        cpu: None,
     }
+}
+
+/// CPU time this process used since `before` (`procstat::cpu_time(None)` then).
+fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(procstat::cpu_time(None)?.saturating_sub(before?))
 }
 
 /// Publishes each range into its tenant's stream as fast as acks allow, all tenants at once.
@@ -124,9 +140,13 @@ pub async fn throughput(env: &BenchEnv, tenants: usize, events: u64) -> anyhow::
     let parts = assign(&plans, 0, events);
     let mut rig = Rig::prepare(env, RigOptions::webhooks(plans, events)).await?;
     rig.start_service().await?;
+    let cpu = procstat::cpu_time(None);
     burst_all(&rig, &parts).await?;
     let (delivered, waited) = wait(&rig, 0..events).await;
-    let result = result(&rig, 0..events, delivered, waited);
+    let result = FlowResult {
+        cpu: cpu_since(cpu),
+        ..result(&rig, 0..events, delivered, waited)
+    };
     rig.stop().await?;
     Ok(result)
 }
@@ -195,16 +215,41 @@ pub async fn latency(
     per_second: f64,
     duration: Duration,
 ) -> anyhow::Result<FlowResult> {
+    let (result, _) = latency_beside_old_log(env, tenants, per_second, duration, 0, 0).await?;
+    Ok(result)
+}
+
+/// `latency`, with `old_events` finished events stored three days ago and jetpost's
+/// `log_retention_ttl_days` at `retention_ttl_days` (1: the old log is purged from the start,
+/// while the events are paced; 0: it is kept). Also returns the old events left at the end.
+pub async fn latency_beside_old_log(
+    env: &BenchEnv,
+    tenants: usize,
+    per_second: f64,
+    duration: Duration,
+    old_events: u64,
+    retention_ttl_days: u32,
+) -> anyhow::Result<(FlowResult, u64)> {
     let events = ((per_second * duration.as_secs_f64()) as u64).max(tenants as u64);
     let plans = TenantPlan::many("lat", tenants);
     let parts = assign(&plans, 0, events);
-    let mut rig = Rig::prepare(env, RigOptions::webhooks(plans, events)).await?;
+    let options = RigOptions {
+        old_events,
+        retention_ttl_days,
+        ..RigOptions::webhooks(plans, events)
+    };
+    let mut rig = Rig::prepare(env, options).await?;
     rig.start_service().await?;
+    let cpu = procstat::cpu_time(None);
     pace_all(&rig, &parts, per_second / tenants as f64).await?;
     let (delivered, waited) = wait(&rig, 0..events).await;
-    let result = result(&rig, 0..events, delivered, waited);
+    let result = FlowResult {
+        cpu: cpu_since(cpu),
+        ..result(&rig, 0..events, delivered, waited)
+    };
+    let left = super::db::count_old_events(rig.db.url()).await?;
     rig.stop().await?;
-    Ok(result)
+    Ok((result, left))
 }
 
 /// What the fairness scenario saw.
@@ -277,10 +322,8 @@ pub async fn isolation(
     let mut rig = Rig::prepare(
         env,
         RigOptions {
-            tenants: fast.clone(),
-            tally_len: events as usize,
             slow_delay,
-            destination: None,
+            ..RigOptions::webhooks(fast.clone(), events)
         },
     )
     .await?;
@@ -301,10 +344,8 @@ pub async fn isolation(
     let mut rig = Rig::prepare(
         env,
         RigOptions {
-            tenants,
-            tally_len: (events + slow_events) as usize,
             slow_delay,
-            destination: None,
+            ..RigOptions::webhooks(tenants, events + slow_events)
         },
     )
     .await?;
@@ -333,10 +374,8 @@ pub async fn to_sink(
     let mut rig = Rig::prepare(
         env,
         RigOptions {
-            tenants: plans,
-            tally_len: events as usize,
-            slow_delay: Duration::ZERO,
             destination: Some(sink.destination()),
+            ..RigOptions::webhooks(plans, events)
         },
     )
     .await?;

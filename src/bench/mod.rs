@@ -63,6 +63,8 @@ pub struct Sizes {
     pub destination_events: u64,
     /// Events of each run of the HTTP publish scenario.
     pub publish_events: u64,
+    /// Old finished events the retention scenario purges.
+    pub retention_old_events: u64,
 }
 
 impl Sizes {
@@ -87,6 +89,7 @@ impl Sizes {
             store_tasks: 512,
             destination_events: 20_000,
             publish_events: 50_000,
+            retention_old_events: 1_000_000,
         }
     }
 
@@ -111,6 +114,7 @@ impl Sizes {
             store_tasks: 256,
             destination_events: 5_000,
             publish_events: 5_000,
+            retention_old_events: 100_000,
         }
     }
 
@@ -135,6 +139,7 @@ impl Sizes {
             store_tasks: 16,
             destination_events: 100,
             publish_events: 200,
+            retention_old_events: 1_000,
         }
     }
 }

@@ -74,6 +74,11 @@ pub struct RigOptions {
     pub slow_delay: Duration,
     /// Every tenant's destination; `None`: a signed webhook to the receiver.
     pub destination: Option<SeededDestination>,
+    /// Finished events stored three days ago, spread over the tenants (their webhooks'
+    /// deliveries and attempts too): the old log a retention purge deletes.
+    pub old_events: u64,
+    /// jetpost's `log_retention_ttl_days` (0: keep everything).
+    pub retention_ttl_days: u32,
 }
 
 impl RigOptions {
@@ -84,6 +89,8 @@ impl RigOptions {
             tally_len: events as usize,
             slow_delay: Duration::ZERO,
             destination: None,
+            old_events: 0,
+            retention_ttl_days: 0,
         }
     }
 }
@@ -103,6 +110,7 @@ pub struct Rig {
     pub nats: LocalNatsServer,
     pub db: BenchDb,
     pub tenants: Vec<TenantPlan>,
+    retention_ttl_days: u32,
     service: Option<Service>,
 }
 
@@ -136,12 +144,24 @@ impl Rig {
             seed_webhook(&store, &tenant.name, &url).await?;
         }
         store.close().await;
+        if options.old_events > 0 && options.destination.is_none() {
+            let each = options
+                .old_events
+                .div_ceil(options.tenants.len().max(1) as u64);
+            let stored_at = chrono::Utc::now() - chrono::TimeDelta::days(3);
+            for tenant in &options.tenants {
+                let webhook = format!("{}-webhook", tenant.name);
+                super::db::seed_old_events(db.url(), &tenant.name, &webhook, each, stored_at)
+                    .await?;
+            }
+        }
         Ok(Rig {
             tally,
             receiver,
             nats,
             db,
             tenants: options.tenants,
+            retention_ttl_days: options.retention_ttl_days,
             service: None,
         })
     }
@@ -166,7 +186,8 @@ impl Rig {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let config = service_config(&self.nats.url(), self.db.url(), accounts, None)?;
+        let mut config = service_config(&self.nats.url(), self.db.url(), accounts, None)?;
+        config.log_retention_ttl_days = self.retention_ttl_days;
         self.service = Some(Service::start(config).await?);
         Ok(())
     }

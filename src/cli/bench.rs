@@ -15,7 +15,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (repeatable): limits, store, throughput, latency, fairness,
-    /// slow-endpoint, accounts, destinations, publish. Default: all.
+    /// slow-endpoint, accounts, destinations, publish, retention. Default: all.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<Scenario>,
     /// The store jetpost runs on in the end-to-end scenarios.
