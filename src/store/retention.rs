@@ -42,15 +42,20 @@ pub struct PurgeOptions {
     /// Events looked at per transaction: small enough that ingest and the dispatcher (on
     /// SQLite, queued behind the one writer connection) wait only briefly.
     pub batch_size: usize,
-    /// Pause between batches, leaving the writer to everyone else.
+    /// The shortest pause between batches.
     pub pause: Duration,
+    /// The pause after a batch is at least this many times as long as the batch took, so a
+    /// cycle holds the writer for at most 1 / (1 + rest_per_busy) of its time however slow
+    /// the disk (4: a fifth).
+    pub rest_per_busy: u32,
 }
 
 impl Default for PurgeOptions {
     fn default() -> Self {
         PurgeOptions {
-            batch_size: 500,
-            pause: Duration::from_millis(20),
+            batch_size: 100,
+            pause: Duration::from_millis(10),
+            rest_per_busy: 4,
         }
     }
 }
@@ -73,6 +78,7 @@ impl Store {
         let mut total = Purged::default();
         let mut cursor: Option<PurgeCursor> = None;
         loop {
+            let started = std::time::Instant::now();
             let batch = on_db!(self, db => db.purge_batch(older_than, cursor, limit).await)?;
             total.add(batch.deleted);
             on_batch(batch.deleted);
@@ -83,7 +89,8 @@ impl Store {
                 return Ok(total);
             }
             cursor = batch.next;
-            tokio::time::sleep(options.pause).await;
+            let rest = started.elapsed() * options.rest_per_busy;
+            tokio::time::sleep(rest.max(options.pause)).await;
         }
     }
 

@@ -128,6 +128,7 @@ fn no_pause(batch_size: usize) -> PurgeOptions {
     PurgeOptions {
         batch_size,
         pause: Duration::ZERO,
+        rest_per_busy: 0,
     }
 }
 
