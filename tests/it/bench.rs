@@ -104,3 +104,44 @@ async fn a_tiny_publish_run_delivers_what_the_http_api_took() {
         );
     }
 }
+
+/// The retention scenario seeds an old log, runs the half load beside it kept and then while it
+/// is purged, on both stores (the seeding is plain SQL per backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_retention_run_purges_the_old_log_on_both_stores() {
+    for store in [
+        StoreChoice::Sqlite,
+        StoreChoice::Postgres(crate::support::db::postgres_admin_url()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = options(vec![Scenario::Retention], dir.path());
+        options.store = store.clone();
+        let report = bench::run(options).await.unwrap();
+        // The throughput run whose half load it measures at comes first.
+        let rows: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| r.scenario == "retention")
+            .collect();
+        let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(
+            metrics,
+            [
+                "publish → webhook p50 while the purge runs",
+                "publish → webhook p99 while the purge runs"
+            ],
+            "{store}: {:#?}",
+            report.rows
+        );
+        let p99 = rows[1];
+        assert!(
+            p99.value.is_some() && p99.percent_of_baseline.is_some(),
+            "{store}: {p99:?}"
+        );
+        let note = p99.note.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("old events purged") && !note.contains("; 0 of"),
+            "{store}: the purge deleted some of the old log: {note}"
+        );
+    }
+}
