@@ -30,6 +30,16 @@ struct Leases {
     saturated_until: Option<Instant>,
 }
 
+impl Leases {
+    /// Counts one more lane held.
+    fn take(&mut self, now: Instant) {
+        if self.held == 0 {
+            self.turned_at = Some(now);
+        }
+        self.held += 1;
+    }
+}
+
 /// All lanes taken and none given back for this long: the destination is slow, not just busy.
 /// A busy destination's lanes turn over every few milliseconds, and a hand-off waits for one
 /// (its source stops pulling meanwhile: backpressure); a slow one's requests hold theirs.
@@ -67,13 +77,10 @@ impl Lanes {
     /// Counts a lane taken by a claim (the store already checked the destination's cap).
     pub fn claimed(self: &Arc<Self>, tenant_id: &str, destination_id: &str) -> Lane {
         let key = (tenant_id.to_owned(), destination_id.to_owned());
-        let mut leases = self.lock();
-        let entry = leases.entry(key.clone()).or_default();
-        if entry.held == 0 {
-            entry.turned_at = Some(Instant::now());
-        }
-        entry.held += 1;
-        drop(leases);
+        self.lock()
+            .entry(key.clone())
+            .or_default()
+            .take(Instant::now());
         Lane {
             lanes: self.clone(),
             key,
@@ -98,10 +105,7 @@ impl Lanes {
                 let entry = leases.entry(key.clone()).or_default();
                 let now = Instant::now();
                 if entry.held < self.handoff_cap {
-                    if entry.held == 0 {
-                        entry.turned_at = Some(now);
-                    }
-                    entry.held += 1;
+                    entry.take(now);
                     break;
                 }
                 if entry.saturated_until.is_some_and(|until| now < until) {
