@@ -247,7 +247,11 @@ pub async fn latency_beside_old_log(
         cpu: cpu_since(cpu),
         ..result(&rig, 0..events, delivered, waited)
     };
-    let left = super::db::count_old_events(rig.db.url()).await?;
+    let left = if old_events > 0 {
+        super::db::count_old_events(rig.db.url()).await?
+    } else {
+        0
+    };
     rig.stop().await?;
     Ok((result, left))
 }
