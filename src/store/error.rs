@@ -28,14 +28,14 @@ pub enum StoreError {
     Unavailable {
         op: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: BoxError,
     },
 
     #[error("database error ({op}): {source}")]
     Database {
         op: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: BoxError,
     },
 
     #[error("{what} {id:?} not found")]
@@ -90,6 +90,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The database's own error beneath a `StoreError` (sqlx's, or rusqlite's on SQLite's
+/// hot-path writer).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -140,11 +144,72 @@ impl StoreError {
 pub(crate) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| {
         if is_transient(&source) {
+            StoreError::Unavailable {
+                op,
+                source: source.into(),
+            }
+        } else {
+            StoreError::Database {
+                op,
+                source: source.into(),
+            }
+        }
+    }
+}
+
+/// `db_error` for rusqlite (SQLite's hot-path writer), transient on the same codes.
+pub(crate) fn sqlite_error(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| DbFailure::from_sqlite(&e).to_error(op)
+}
+
+/// A database failure kept to answer several callers with (the pieces of work that shared a
+/// failed transaction on SQLite's hot-path writer).
+#[derive(Debug, Clone)]
+pub(crate) struct DbFailure {
+    transient: bool,
+    message: String,
+}
+
+impl DbFailure {
+    pub fn from_sqlite(e: &rusqlite::Error) -> DbFailure {
+        let transient = match e {
+            rusqlite::Error::SqliteFailure(failure, _) => {
+                is_transient_sqlite_code(i64::from(failure.extended_code))
+            }
+            _ => false,
+        };
+        DbFailure {
+            transient,
+            message: e.to_string(),
+        }
+    }
+
+    /// A write that panicked (a bug); retrying may pass.
+    pub fn panicked() -> DbFailure {
+        DbFailure {
+            transient: true,
+            message: "the SQLite writer thread panicked during the transaction (a bug: see \
+                      the log); nothing of it was written"
+                .to_string(),
+        }
+    }
+
+    pub fn to_error(&self, op: &'static str) -> StoreError {
+        let source = self.message.clone().into();
+        if self.transient {
             StoreError::Unavailable { op, source }
         } else {
             StoreError::Database { op, source }
         }
     }
+}
+
+/// Whether rusqlite's error is a unique or primary-key violation.
+pub(crate) fn is_sqlite_unique_violation(e: &rusqlite::Error) -> bool {
+    const PRIMARYKEY: i32 = 1555;
+    const UNIQUE: i32 = 2067;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == PRIMARYKEY || f.extended_code == UNIQUE)
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -172,13 +237,7 @@ fn is_transient_code(db: &dyn DatabaseError) -> bool {
         return false;
     };
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // SQLite reports extended result codes; the primary code is the low byte.
-        let primary = code.parse::<i64>().map(|c| c & 0xff).unwrap_or(-1);
-        const BUSY: i64 = 5;
-        const LOCKED: i64 = 6;
-        const IOERR: i64 = 10;
-        const FULL: i64 = 13;
-        return matches!(primary, BUSY | LOCKED | IOERR | FULL);
+        return is_transient_sqlite_code(code.parse::<i64>().unwrap_or(-1));
     }
     // Postgres SQLSTATE: connection exceptions (08), serialization failure and deadlock (40),
     // insufficient resources (53), lock not available, statement timeout and administrator
@@ -191,6 +250,16 @@ fn is_transient_code(db: &dyn DatabaseError) -> bool {
         || code == "55P03"
         || code == "57014"
         || code == "25006"
+}
+
+/// SQLite's busy, locked, I/O error and disk full, from an extended result code (the primary
+/// code is the low byte).
+fn is_transient_sqlite_code(extended: i64) -> bool {
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const IOERR: i64 = 10;
+    const FULL: i64 = 13;
+    matches!(extended & 0xff, BUSY | LOCKED | IOERR | FULL)
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.

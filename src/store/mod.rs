@@ -22,6 +22,7 @@ use self::changes::LocalChanges;
 use self::crypto::{CredentialCipher, destination_aad};
 use self::page::PagePlan;
 use self::sql::rows::SealedDestination;
+use self::sql::sqlite_writer::SqliteWriter;
 use self::sql::{Dialect, SqlStore};
 
 pub use self::aggregate::{
@@ -83,7 +84,8 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Db {
-    Sqlite(SqlStore<Sqlite>),
+    /// The sqlx pools, and the thread that writes the hot path (events, claims, attempts).
+    Sqlite(SqlStore<Sqlite>, SqliteWriter),
     Postgres(SqlStore<Postgres>),
 }
 
@@ -91,7 +93,7 @@ enum Db {
 macro_rules! on_db {
     ($store:expr, $db:ident => $call:expr) => {
         match &$store.db {
-            Db::Sqlite($db) => $call,
+            Db::Sqlite($db, _) => $call,
             Db::Postgres($db) => $call,
         }
     };
@@ -125,7 +127,8 @@ impl Store {
         options: &StoreOptions,
     ) -> Result<Store> {
         let db = if database_url.starts_with("sqlite:") {
-            Db::Sqlite(sql::sqlite::connect(database_url, options).await?)
+            let (db, hot) = sql::sqlite::connect(database_url, options).await?;
+            Db::Sqlite(db, hot)
         } else if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
         {
@@ -148,7 +151,7 @@ impl Store {
 
     pub fn backend(&self) -> BackendKind {
         match self.db {
-            Db::Sqlite(_) => BackendKind::Sqlite,
+            Db::Sqlite(..) => BackendKind::Sqlite,
             Db::Postgres(_) => BackendKind::Postgres,
         }
     }
@@ -199,13 +202,16 @@ impl Store {
     /// `None` on SQLite, where one process owns the database and `local_changes` is all.
     pub async fn routing_changes(&self) -> Result<Option<RoutingChanges>> {
         match &self.db {
-            Db::Sqlite(_) => Ok(None),
+            Db::Sqlite(..) => Ok(None),
             Db::Postgres(db) => RoutingChanges::listen(db.pool()).await.map(Some),
         }
     }
 
     /// Closes the pools; calls made afterwards fail.
     pub async fn close(&self) {
+        if let Db::Sqlite(_, hot) = &self.db {
+            hot.close().await;
+        }
         on_db!(self, db => db.close().await)
     }
 
@@ -340,7 +346,10 @@ impl Store {
     /// appears earlier in the batch, is `Duplicate` and writes nothing. Outcomes are in batch
     /// order. A transient error means nothing was stored: retry the whole batch.
     pub async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<InsertOutcome>> {
-        on_db!(self, db => db.insert_events(batch).await)
+        match &self.db {
+            Db::Sqlite(_, hot) => hot.insert_events(batch).await,
+            Db::Postgres(db) => db.insert_events(batch).await,
+        }
     }
 
     pub async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {
@@ -371,7 +380,10 @@ impl Store {
     /// `AES_ENCRYPTION_SECRET`) is logged and left under its lease: it is claimed again when
     /// the lease runs out, costs no attempt, and does not hold up the other deliveries.
     pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
-        let rows = on_db!(self, db => db.claim_due(req).await)?;
+        let rows = match &self.db {
+            Db::Sqlite(_, hot) => hot.claim_due(req).await?,
+            Db::Postgres(db) => db.claim_due(req).await?,
+        };
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             match self.open(row.destination) {
@@ -422,7 +434,7 @@ impl Store {
             attempt: attempt.clone(),
             outcome,
         };
-        let recorded = on_db!(self, db => db.complete_attempts(std::slice::from_ref(&one)).await)?;
+        let recorded = self.record_attempts(std::slice::from_ref(&one)).await?;
         Ok(recorded.into_iter().next().flatten())
     }
 
@@ -435,7 +447,10 @@ impl Store {
         &self,
         batch: &[AttemptCompletion],
     ) -> Result<Vec<Option<AttemptRecorded>>> {
-        on_db!(self, db => db.complete_attempts(batch).await)
+        match &self.db {
+            Db::Sqlite(_, hot) => hot.complete_attempts(batch).await,
+            Db::Postgres(db) => db.complete_attempts(batch).await,
+        }
     }
 
     /// Queues the event for the destination again, due now, flagged manual: replaces a pending

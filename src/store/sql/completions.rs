@@ -26,14 +26,15 @@ fn queue_of(d: &Delivery) -> (&str, &str) {
 }
 
 /// What one held attempt writes.
-struct Write<'a> {
-    index: usize,
+pub(crate) struct Write<'a> {
+    /// The item's place in the batch.
+    pub index: usize,
     /// The delivery row as read at the start of the transaction, under its lease.
-    row: &'a Delivery,
-    status: DeliveryStatus,
-    attempt_number: i64,
-    next_attempt_at: Option<Timestamp>,
-    next_manual: bool,
+    pub row: &'a Delivery,
+    pub status: DeliveryStatus,
+    pub attempt_number: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub next_manual: bool,
 }
 
 impl<DB: Dialect> SqlStore<DB>
@@ -58,11 +59,9 @@ where
         batch: &[AttemptCompletion],
     ) -> Result<Vec<Option<AttemptRecorded>>> {
         let op = "complete attempts";
-        let mut results = vec![None; batch.len()];
         if batch.is_empty() {
-            return Ok(results);
+            return Ok(Vec::new());
         }
-        let now = Timestamp::now();
         let response_data = batch
             .iter()
             .map(|c| rows::to_opt_json("response_data", c.attempt.response_data.as_ref()))
@@ -73,8 +72,7 @@ where
         ids.dedup();
 
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE_UNSYNCED)
+            .begin_write(DB::BEGIN_WRITE_UNSYNCED)
             .await
             .map_err(db_error(op))?;
 
@@ -92,40 +90,18 @@ where
                 leased.insert(delivery.id, delivery);
             }
         }
-        // The items whose lease holds, in batch order; a delivery completes once.
-        let mut completed = HashSet::new();
-        let held: Vec<(usize, &Delivery)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let row = leased.get(&c.lease.delivery_id)?;
-                let holds = row.lease_owner.as_deref() == Some(c.lease.owner.as_str())
-                    && row.lease_expires_at == Some(Timestamp::new(c.lease.expires_at).0);
-                (holds && completed.insert(c.lease.delivery_id)).then_some((i, row))
-            })
-            .collect();
+        let held = held(batch, &leased);
         if held.is_empty() {
             // Ended here rather than dropped: a dropped transaction's rollback waits for the
             // connection's next use, and until then the rows stay locked, so claims (SKIP
             // LOCKED) would pass over deliveries whose lease has in fact run out.
             tx.rollback().await.map_err(db_error(op))?;
-            return Ok(results);
+            return Ok(vec![None; batch.len()]);
         }
 
         // Destinations whose failure count or liveness (for a retry) matters, row-locked on
-        // Postgres in key order. Destinations with successes only are reset below without a
-        // read, and only if there is something to reset: the common case (a healthy
-        // destination) leaves the destination row alone, so completions don't queue on it.
-        let mut watched: Vec<(&str, &str)> = held
-            .iter()
-            .filter(|(i, _)| {
-                batch[*i].attempt.status == AttemptStatus::Failed
-                    || matches!(batch[*i].outcome, DeliveryOutcome::RetryAt(_))
-            })
-            .map(|(_, row)| queue_of(row))
-            .collect();
-        watched.sort_unstable();
-        watched.dedup();
+        // Postgres in key order.
+        let watched = watched(batch, &held);
         // (tenant, destination) → (failures in a row, live)
         let mut destinations: HashMap<(String, String), (i64, bool)> = HashMap::new();
         for chunk in in_shapes(&watched, ROWS_PER_STATEMENT) {
@@ -142,65 +118,13 @@ where
                 );
             }
         }
-        let live: HashSet<(&str, &str)> = destinations
-            .iter()
-            .filter(|(_, (_, live))| *live)
-            .map(|((t, d), _)| (t.as_str(), d.as_str()))
-            .collect();
-        let initial: HashMap<(&str, &str), i64> = destinations
-            .iter()
-            .map(|((t, d), (n, _))| ((t.as_str(), d.as_str()), *n))
-            .collect();
-        let mut counts = initial.clone();
-        let mut resets: Vec<(&str, &str)> = Vec::new();
-
-        let mut writes = Vec::with_capacity(held.len());
-        for &(index, row) in &held {
-            let c = &batch[index];
-            let (status, next_attempt_at) = match c.outcome {
-                DeliveryOutcome::Success => (DeliveryStatus::Success, None),
-                DeliveryOutcome::Failed => (DeliveryStatus::Failed, None),
-                DeliveryOutcome::Cancelled => (DeliveryStatus::Cancelled, None),
-                DeliveryOutcome::RetryAt(at) => {
-                    if live.contains(&queue_of(row)) {
-                        (DeliveryStatus::Pending, Some(Timestamp::new(at)))
-                    } else {
-                        (DeliveryStatus::Cancelled, None)
-                    }
-                }
-            };
-            // In batch order: a failure counts one more, a success resets the count. A
-            // destination row that is gone counts nothing.
-            let consecutive_failures = match (c.attempt.status, counts.get_mut(&queue_of(row))) {
-                (AttemptStatus::Failed, Some(n)) => {
-                    *n += 1;
-                    *n
-                }
-                (AttemptStatus::Failed, None) => 0,
-                (AttemptStatus::Success, Some(n)) => {
-                    *n = 0;
-                    0
-                }
-                (AttemptStatus::Success, None) => {
-                    resets.push(queue_of(row));
-                    0
-                }
-            };
-            let attempt_number = i64::from(row.attempts) + 1;
-            results[index] = Some(AttemptRecorded {
-                attempt_number: u32::try_from(attempt_number).unwrap_or(u32::MAX),
-                consecutive_failures: u32::try_from(consecutive_failures).unwrap_or(u32::MAX),
-            });
-            writes.push(Write {
-                index,
-                row,
-                status,
-                attempt_number,
-                next_attempt_at,
-                // Automatic retries after a manual attempt are automatic again.
-                next_manual: row.manual && !matches!(c.outcome, DeliveryOutcome::RetryAt(_)),
-            });
-        }
+        let CompletionPlan {
+            results,
+            writes,
+            failures,
+            resets,
+        } = plan(batch, &held, &destinations);
+        let now = Timestamp::now();
 
         for chunk in in_shapes(&writes, ROWS_PER_STATEMENT) {
             // Columns of a VALUES list are column1, column2, … on both backends.
@@ -254,13 +178,7 @@ where
             })?;
         }
 
-        let mut changed: Vec<((&str, &str), i64)> = counts
-            .iter()
-            .filter(|(k, n)| initial.get(*k) != Some(*n))
-            .map(|(k, n)| (*k, *n))
-            .collect();
-        changed.sort_unstable();
-        for chunk in in_shapes(&changed, ROWS_PER_STATEMENT) {
+        for chunk in in_shapes(&failures, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "UPDATE destinations SET consecutive_failures = v.column3 FROM (",
             );
@@ -272,8 +190,6 @@ where
             );
             qb.build().execute(&mut *tx).await.map_err(db_error(op))?;
         }
-        resets.sort_unstable();
-        resets.dedup();
         for chunk in in_shapes(&resets, ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "UPDATE destinations SET consecutive_failures = 0 \
@@ -285,6 +201,141 @@ where
         }
         tx.commit().await.map_err(db_error(op))?;
         Ok(results)
+    }
+}
+
+/// The items of `batch` whose lease still holds their delivery (`leased`: the delivering rows
+/// read under the transaction), in batch order; a delivery completes once.
+pub(crate) fn held<'a>(
+    batch: &[AttemptCompletion],
+    leased: &'a HashMap<i64, Delivery>,
+) -> Vec<(usize, &'a Delivery)> {
+    let mut completed = HashSet::new();
+    batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let row = leased.get(&c.lease.delivery_id)?;
+            let holds = row.lease_owner.as_deref() == Some(c.lease.owner.as_str())
+                && row.lease_expires_at == Some(Timestamp::new(c.lease.expires_at).0);
+            (holds && completed.insert(c.lease.delivery_id)).then_some((i, row))
+        })
+        .collect()
+}
+
+/// The destinations, in key order, whose failure count or liveness (for a retry) the held
+/// items need read. Destinations with successes only are reset without a read, and only if
+/// there is something to reset: the common case (a healthy destination) leaves the
+/// destination row alone, so completions don't queue on it.
+pub(crate) fn watched<'a>(
+    batch: &[AttemptCompletion],
+    held: &[(usize, &'a Delivery)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut watched: Vec<(&str, &str)> = held
+        .iter()
+        .filter(|(i, _)| {
+            batch[*i].attempt.status == AttemptStatus::Failed
+                || matches!(batch[*i].outcome, DeliveryOutcome::RetryAt(_))
+        })
+        .map(|(_, row)| queue_of(row))
+        .collect();
+    watched.sort_unstable();
+    watched.dedup();
+    watched
+}
+
+/// What completing the held items writes, decided the same way on every backend.
+pub(crate) struct CompletionPlan<'a> {
+    /// One per batch item: `None` for the items whose lease was lost.
+    pub results: Vec<Option<AttemptRecorded>>,
+    /// The deliveries to move on and attempts to insert, in batch order.
+    pub writes: Vec<Write<'a>>,
+    /// Destinations whose failure count changed, in key order, with the new count.
+    pub failures: Vec<((&'a str, &'a str), i64)>,
+    /// Destinations not read (successes only) whose count goes back to 0, in key order.
+    pub resets: Vec<(&'a str, &'a str)>,
+}
+
+/// Decides every held item's writes. `destinations`: (tenant, destination) → (failures in
+/// a row, live) of the watched destinations. Consecutive failures are counted in batch
+/// order, so several attempts of one destination in a batch see the same values as they
+/// would one transaction each.
+pub(crate) fn plan<'a>(
+    batch: &[AttemptCompletion],
+    held: &[(usize, &'a Delivery)],
+    destinations: &'a HashMap<(String, String), (i64, bool)>,
+) -> CompletionPlan<'a> {
+    let live: HashSet<(&str, &str)> = destinations
+        .iter()
+        .filter(|(_, (_, live))| *live)
+        .map(|((t, d), _)| (t.as_str(), d.as_str()))
+        .collect();
+    let initial: HashMap<(&str, &str), i64> = destinations
+        .iter()
+        .map(|((t, d), (n, _))| ((t.as_str(), d.as_str()), *n))
+        .collect();
+    let mut counts = initial.clone();
+    let mut resets: Vec<(&str, &str)> = Vec::new();
+    let mut results = vec![None; batch.len()];
+    let mut writes = Vec::with_capacity(held.len());
+    for &(index, row) in held {
+        let c = &batch[index];
+        let (status, next_attempt_at) = match c.outcome {
+            DeliveryOutcome::Success => (DeliveryStatus::Success, None),
+            DeliveryOutcome::Failed => (DeliveryStatus::Failed, None),
+            DeliveryOutcome::Cancelled => (DeliveryStatus::Cancelled, None),
+            DeliveryOutcome::RetryAt(at) => {
+                if live.contains(&queue_of(row)) {
+                    (DeliveryStatus::Pending, Some(Timestamp::new(at)))
+                } else {
+                    (DeliveryStatus::Cancelled, None)
+                }
+            }
+        };
+        // In batch order: a failure counts one more, a success resets the count. A
+        // destination row that is gone counts nothing.
+        let consecutive_failures = match (c.attempt.status, counts.get_mut(&queue_of(row))) {
+            (AttemptStatus::Failed, Some(n)) => {
+                *n += 1;
+                *n
+            }
+            (AttemptStatus::Failed, None) => 0,
+            (AttemptStatus::Success, Some(n)) => {
+                *n = 0;
+                0
+            }
+            (AttemptStatus::Success, None) => {
+                resets.push(queue_of(row));
+                0
+            }
+        };
+        let attempt_number = i64::from(row.attempts) + 1;
+        results[index] = Some(AttemptRecorded {
+            attempt_number: u32::try_from(attempt_number).unwrap_or(u32::MAX),
+            consecutive_failures: u32::try_from(consecutive_failures).unwrap_or(u32::MAX),
+        });
+        writes.push(Write {
+            index,
+            row,
+            status,
+            attempt_number,
+            next_attempt_at,
+            // Automatic retries after a manual attempt are automatic again.
+            next_manual: row.manual && !matches!(c.outcome, DeliveryOutcome::RetryAt(_)),
+        });
+    }
+    let mut failures: Vec<((&str, &str), i64)> = counts
+        .into_iter()
+        .filter(|(k, n)| initial.get(k) != Some(n))
+        .collect();
+    failures.sort_unstable();
+    resets.sort_unstable();
+    resets.dedup();
+    CompletionPlan {
+        results,
+        writes,
+        failures,
+        resets,
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use sqlx::{Encode, Executor, QueryBuilder, Type};
 
-use super::rows::{self, RowExt as _, SealedDestination, delivery_columns};
+use super::rows::{self, RowExt, SealedDestination, delivery_columns};
 use super::timestamp::Timestamp;
 use super::{Dialect, SqlStore, in_shapes, push_ids};
 use crate::store::error::{Result, StoreError, db_error};
@@ -26,11 +26,61 @@ pub(crate) struct ClaimedRow {
     pub destination: SealedDestination,
 }
 
+impl ClaimedRow {
+    /// A row of `SELECT_CLAIMED`, leased to `owner` until `expires`.
+    pub fn read(r: &impl RowExt, owner: &str, expires: Timestamp) -> Result<ClaimedRow> {
+        let delivery = rows::delivery(r)?;
+        Ok(ClaimedRow {
+            lease: Lease {
+                delivery_id: delivery.id,
+                owner: owner.to_string(),
+                expires_at: expires.0,
+            },
+            delivery,
+            event: rows::event(r, "e_")?.0,
+            destination: rows::destination(r, "t_")?,
+        })
+    }
+}
+
+/// A claim's times and cap, as bound into its statements.
+pub(crate) struct ClaimTimes {
+    pub now: Timestamp,
+    /// The lease's expiry.
+    pub expires: Timestamp,
+    pub per_destination: i64,
+}
+
+impl ClaimTimes {
+    pub fn of(req: &ClaimRequest<'_>) -> Result<ClaimTimes> {
+        // A lease of at least a millisecond makes every claim's expiry later than the one it
+        // replaces, which is what makes (owner, expiry) a fencing token.
+        let lease = TimeDelta::from_std(req.lease.max(Duration::from_millis(1)))
+            .map_err(|_| StoreError::Invalid("claim lease is too long".to_string()))?;
+        let expires = req
+            .now
+            .checked_add_signed(lease)
+            .map(Timestamp::new)
+            .ok_or_else(|| StoreError::Invalid("claim lease is too long".to_string()))?;
+        Ok(ClaimTimes {
+            now: Timestamp::new(req.now),
+            expires,
+            per_destination: i64::from(req.per_destination.max(1)),
+        })
+    }
+}
+
+/// Sorts `claimed` as the candidates `live` came: oldest due first.
+pub(crate) fn in_candidate_order(claimed: &mut [ClaimedRow], live: &[i64]) {
+    let order: HashMap<i64, usize> = live.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    claimed.sort_by_key(|c| order.get(&c.delivery.id).copied());
+}
+
 /// Ids per `IN (…)` list of a claim (a claim takes at most `delivery_max_concurrency`).
 const IDS_PER_STATEMENT: usize = 1024;
 
 /// Claimed deliveries with their event (`e_*`) and destination (`t_*`).
-const SELECT_CLAIMED: &str = "SELECT d.id, d.tenant_id, d.event_id, d.destination_id, d.status, \
+pub(crate) const SELECT_CLAIMED: &str = "SELECT d.id, d.tenant_id, d.event_id, d.destination_id, d.status, \
      d.attempts, d.next_attempt_at, d.manual, d.lease_owner, d.lease_expires_at, d.created_at, \
      d.updated_at, \
      e.seq AS e_seq, e.tenant_id AS e_tenant_id, e.id AS e_id, \
@@ -78,21 +128,14 @@ where
     /// Deliveries whose destination was disabled or deleted are cancelled instead of claimed.
     pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedRow>> {
         let op = "claim deliveries";
-        let now = Timestamp::new(req.now);
-        // A lease of at least a millisecond makes every claim's expiry later than the one it
-        // replaces, which is what makes (owner, expiry) a fencing token.
-        let lease = TimeDelta::from_std(req.lease.max(Duration::from_millis(1)))
-            .map_err(|_| StoreError::Invalid("claim lease is too long".to_string()))?;
-        let expires = req
-            .now
-            .checked_add_signed(lease)
-            .map(Timestamp::new)
-            .ok_or_else(|| StoreError::Invalid("claim lease is too long".to_string()))?;
-        let per_destination = i64::from(req.per_destination.max(1));
+        let ClaimTimes {
+            now,
+            expires,
+            per_destination,
+        } = ClaimTimes::of(req)?;
 
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE_UNSYNCED)
+            .begin_write(DB::BEGIN_WRITE_UNSYNCED)
             .await
             .map_err(db_error(op))?;
         let candidates = sqlx::query(DB::CLAIM_CANDIDATES)
@@ -142,25 +185,11 @@ where
         }
         tx.commit().await.map_err(db_error(op))?;
 
-        // Oldest due first, as the candidates came.
-        let order: HashMap<i64, usize> = live.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let mut claimed = found
             .iter()
-            .map(|r| {
-                let delivery = rows::delivery(r)?;
-                Ok(ClaimedRow {
-                    lease: Lease {
-                        delivery_id: delivery.id,
-                        owner: req.owner.to_string(),
-                        expires_at: expires.0,
-                    },
-                    delivery,
-                    event: rows::event(r, "e_")?.0,
-                    destination: rows::destination(r, "t_")?,
-                })
-            })
+            .map(|r| ClaimedRow::read(r, req.owner, expires))
             .collect::<Result<Vec<_>>>()?;
-        claimed.sort_by_key(|c| order.get(&c.delivery.id).copied());
+        in_candidate_order(&mut claimed, &live);
         Ok(claimed)
     }
 
@@ -174,8 +203,7 @@ where
         let op = "schedule manual retry";
         let now = Timestamp::now();
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         // Locked so that a purge deleting the event meanwhile is either waited for (then the

@@ -34,8 +34,7 @@ where
     ) -> Result<SealedDestination> {
         let op = "set destination times";
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         let stored = sqlx::query(SET_DESTINATION_TIMES)

@@ -2,11 +2,11 @@
 //! store facade encrypts and decrypts. Disabling or deleting a destination cancels its pending
 //! deliveries in the same transaction.
 
-use sqlx::{Encode, Executor, Transaction, Type};
+use sqlx::{Encode, Executor, Type};
 
 use super::rows::{self, RowExt as _, SealedDestination, destination_columns};
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore, notify_routing};
+use super::{Dialect, SqlStore, WriteTx, notify_routing};
 use crate::store::error::{Result, StoreError, db_error, is_unique_violation};
 use crate::store::model::NewDestination;
 
@@ -99,8 +99,7 @@ where
         let op = "create destination";
         let cols = Columns::of(d)?;
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         // Locks the tenant row (Postgres) so a concurrent tenant delete cannot miss this one.
@@ -207,8 +206,7 @@ where
         let op = "update destination";
         let cols = Columns::of(d)?;
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         let row = sqlx::query(UPDATE_DESTINATION)
@@ -257,8 +255,7 @@ where
         let op = "disable or enable destination";
         let now = Timestamp::now();
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         let row = sqlx::query(sql)
@@ -283,8 +280,7 @@ where
         let op = "delete destination";
         let now = Timestamp::now();
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         let deleted = sqlx::query(
@@ -310,7 +306,7 @@ where
 /// Deliveries being attempted right now finish normally; a retry they schedule afterwards is
 /// cancelled then (see `complete_attempt`).
 async fn cancel_pending_deliveries<DB>(
-    tx: &mut Transaction<'static, DB>,
+    tx: &mut WriteTx<DB>,
     tenant_id: &str,
     destination_id: &str,
     now: Timestamp,

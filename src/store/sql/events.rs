@@ -21,7 +21,68 @@ const EVENTS_PER_STATEMENT: usize = 1000;
 const DELIVERIES_PER_STATEMENT: usize = 2000;
 
 /// The owner and expiry a handed-off delivery is inserted leased to.
-type LeasedTo<'a> = (&'a str, Timestamp);
+pub(crate) type LeasedTo<'a> = (&'a str, Timestamp);
+
+/// (tenant, event, destination) → id of each delivery inserted leased.
+pub(crate) type LeasedIds = HashMap<(String, String, String), i64>;
+
+/// The batch items to insert, as indexes sorted by (tenant, id): only the first occurrence of
+/// a (tenant, id) in the batch is a candidate, and sorting makes concurrent batches take row
+/// locks in one order (no deadlocks).
+pub(crate) fn candidates(batch: &[NewEvent]) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut candidates: Vec<usize> = (0..batch.len())
+        .filter(|&i| seen.insert((batch[i].tenant_id.as_str(), batch[i].id.as_str())))
+        .collect();
+    candidates.sort_by_key(|&i| (batch[i].tenant_id.as_str(), batch[i].id.as_str()));
+    candidates
+}
+
+/// The deliveries of the events inserted (`inserted`: batch indexes), one per distinct
+/// destination id: pending, or leased to the dispatcher the event was handed to.
+pub(crate) fn new_deliveries<'a>(
+    batch: &'a [NewEvent],
+    inserted: &[usize],
+) -> Vec<(usize, &'a str, Option<LeasedTo<'a>>)> {
+    let mut deliveries = Vec::new();
+    for &i in inserted {
+        let e = &batch[i];
+        let mut distinct = HashSet::new();
+        for d in &e.destination_ids {
+            if distinct.insert(d.as_str()) {
+                let lease = e.lease.as_ref().filter(|l| l.destination_ids.contains(d));
+                let lease = lease.map(|l| (l.owner.as_str(), Timestamp::new(l.expires_at)));
+                deliveries.push((i, d.as_str(), lease));
+            }
+        }
+    }
+    deliveries
+}
+
+/// One outcome per batch item: `Inserted` with its leased deliveries' ids for the events
+/// inserted, `Duplicate` for the rest.
+pub(crate) fn outcomes(
+    batch: &[NewEvent],
+    inserted: &[usize],
+    leased_ids: &LeasedIds,
+) -> Vec<InsertOutcome> {
+    let mut outcomes = vec![InsertOutcome::Duplicate; batch.len()];
+    for &i in inserted {
+        let e = &batch[i];
+        let leased = e.lease.as_ref().map_or_else(Vec::new, |lease| {
+            lease
+                .destination_ids
+                .iter()
+                .filter_map(|d| {
+                    let key = (e.tenant_id.clone(), e.id.clone(), d.clone());
+                    leased_ids.get(&key).copied()
+                })
+                .collect()
+        });
+        outcomes[i] = InsertOutcome::Inserted { leased };
+    }
+    outcomes
+}
 
 impl<DB: Dialect> SqlStore<DB>
 where
@@ -37,16 +98,9 @@ where
 {
     pub async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<InsertOutcome>> {
         let op = "insert events";
-        let mut outcomes = vec![InsertOutcome::Duplicate; batch.len()];
-        // Only the first occurrence of a (tenant, id) in the batch is a candidate; sorting the
-        // candidates makes concurrent batches take row locks in one order (no deadlocks).
-        let mut seen = HashSet::new();
-        let mut candidates: Vec<usize> = (0..batch.len())
-            .filter(|&i| seen.insert((batch[i].tenant_id.as_str(), batch[i].id.as_str())))
-            .collect();
-        candidates.sort_by_key(|&i| (batch[i].tenant_id.as_str(), batch[i].id.as_str()));
+        let candidates = candidates(batch);
         if candidates.is_empty() {
-            return Ok(outcomes);
+            return Ok(vec![InsertOutcome::Duplicate; batch.len()]);
         }
         let json = candidates
             .iter()
@@ -65,8 +119,7 @@ where
         let now = Timestamp::now();
 
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         let mut inserted = Vec::new();
@@ -99,21 +152,8 @@ where
             }
         }
 
-        // Each new delivery: pending, or leased to the dispatcher the event was handed to.
-        let mut deliveries: Vec<(usize, &str, Option<LeasedTo<'_>>)> = Vec::new();
-        for &i in &inserted {
-            let e = &batch[i];
-            let mut distinct = HashSet::new();
-            for d in &e.destination_ids {
-                if distinct.insert(d.as_str()) {
-                    let lease = e.lease.as_ref().filter(|l| l.destination_ids.contains(d));
-                    let lease = lease.map(|l| (l.owner.as_str(), Timestamp::new(l.expires_at)));
-                    deliveries.push((i, d.as_str(), lease));
-                }
-            }
-        }
-        // (tenant, event, destination) → id of each delivery inserted leased.
-        let mut leased_ids: HashMap<(String, String, String), i64> = HashMap::new();
+        let deliveries = new_deliveries(batch, &inserted);
+        let mut leased_ids = LeasedIds::new();
         for chunk in in_shapes(&deliveries, DELIVERIES_PER_STATEMENT) {
             let mut qb = QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (tenant_id, event_id, destination_id, status, attempts, \
@@ -154,22 +194,8 @@ where
                 }
             }
         }
-        for &i in &inserted {
-            let e = &batch[i];
-            let leased = e.lease.as_ref().map_or_else(Vec::new, |lease| {
-                lease
-                    .destination_ids
-                    .iter()
-                    .filter_map(|d| {
-                        let key = (e.tenant_id.clone(), e.id.clone(), d.clone());
-                        leased_ids.get(&key).copied()
-                    })
-                    .collect()
-            });
-            outcomes[i] = InsertOutcome::Inserted { leased };
-        }
         tx.commit().await.map_err(db_error(op))?;
-        Ok(outcomes)
+        Ok(outcomes(batch, &inserted, &leased_ids))
     }
 
     pub async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<Event>> {

@@ -16,11 +16,16 @@ pub(crate) mod postgres;
 pub(crate) mod retention;
 pub(crate) mod rows;
 pub(crate) mod sqlite;
+pub(crate) mod sqlite_writer;
 mod tenants;
 pub(crate) mod timestamp;
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
 use sqlx::migrate::Migrate;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Transaction, Type};
+use tokio::sync::OwnedMutexGuard;
 
 use self::rows::RowExt;
 use super::error::{Result, StoreError, db_error};
@@ -96,12 +101,14 @@ pub(crate) trait Dialect:
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
-/// The pools of one database. SQLite: one writer connection (writers queue in-process instead
-/// of contending for the file lock) and several readers working on WAL snapshots. Postgres:
-/// both are the same pool.
+/// The pools of one database. SQLite: one writer connection and several readers working on
+/// WAL snapshots; the writer takes turns (`WriteTurn`) with the hot-path writer thread
+/// (`sqlite_writer`), so writers queue in-process instead of contending for the file lock.
+/// Postgres: both are the same pool, and no turns.
 pub(crate) struct SqlStore<DB: Database> {
     writer: Pool<DB>,
     reader: Pool<DB>,
+    turn: Option<WriteTurn>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
@@ -109,6 +116,63 @@ impl<DB: Database> Clone for SqlStore<DB> {
         SqlStore {
             writer: self.writer.clone(),
             reader: self.reader.clone(),
+            turn: self.turn.clone(),
+        }
+    }
+}
+
+/// One write transaction at a time among this process's SQLite writers (the sqlx writer
+/// connection and the hot-path writer thread); first come, first served.
+pub(crate) type WriteTurn = Arc<tokio::sync::Mutex<()>>;
+
+/// A write transaction that holds the write turn until it ends. Derefs to the connection, as
+/// sqlx's `Transaction` does.
+pub(crate) struct WriteTx<DB: Database> {
+    tx: Transaction<'static, DB>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl<DB: Database> WriteTx<DB> {
+    pub async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl<DB: Database> Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<DB: Database> DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl<DB: Database> SqlStore<DB> {
+    /// Waits for the write turn (SQLite), then opens a write transaction with `begin`
+    /// (`Dialect::BEGIN_WRITE` or `BEGIN_WRITE_UNSYNCED`).
+    pub(crate) async fn begin_write(
+        &self,
+        begin: &'static str,
+    ) -> std::result::Result<WriteTx<DB>, sqlx::Error> {
+        let turn = self.take_turn().await;
+        let tx = self.writer.begin_with(begin).await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// The write turn, for a write outside a transaction; `None` where there are no turns.
+    pub(crate) async fn take_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
         }
     }
 }
@@ -118,11 +182,16 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
 {
-    pub(crate) fn new(writer: Pool<DB>, reader: Pool<DB>) -> Self {
-        SqlStore { writer, reader }
+    pub(crate) fn new(writer: Pool<DB>, reader: Pool<DB>, turn: Option<WriteTurn>) -> Self {
+        SqlStore {
+            writer,
+            reader,
+            turn,
+        }
     }
 
     pub async fn migrate(&self) -> Result<()> {
+        let _turn = self.take_turn().await;
         migrator(DB::MIGRATIONS)
             .run(&self.writer)
             .await
@@ -168,10 +237,7 @@ where
 }
 
 /// Queues the routing-change announcement for `tenant_id`; sent when `tx` commits.
-pub(crate) async fn notify_routing<DB>(
-    tx: &mut Transaction<'static, DB>,
-    tenant_id: &str,
-) -> Result<()>
+pub(crate) async fn notify_routing<DB>(tx: &mut WriteTx<DB>, tenant_id: &str) -> Result<()>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,

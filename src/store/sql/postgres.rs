@@ -143,7 +143,7 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
         .connect_with(connect)
         .await
         .map_err(db_error("connect to Postgres"))?;
-    Ok(SqlStore::new(pool.clone(), pool))
+    Ok(SqlStore::new(pool.clone(), pool, None))
 }
 
 #[cfg(test)]

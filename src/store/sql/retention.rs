@@ -6,7 +6,7 @@ use sqlx::{Encode, Executor, QueryBuilder, Type};
 
 use super::rows::RowExt as _;
 use super::timestamp::Timestamp;
-use super::{Dialect, SqlStore, push_ids};
+use super::{Dialect, SqlStore, WriteTx, push_ids};
 use crate::store::error::{Result, db_error};
 use crate::store::retention::{Purged, TableRows};
 
@@ -55,8 +55,7 @@ where
         let op = "purge old events";
         // Unsynced: a purge lost in a power cut is simply done again by the next cycle.
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE_UNSYNCED)
+            .begin_write(DB::BEGIN_WRITE_UNSYNCED)
             .await
             .map_err(db_error(op))?;
 
@@ -151,6 +150,7 @@ where
     /// (SQLite with incremental auto-vacuum); nothing elsewhere.
     pub async fn reclaim_space(&self) -> Result<()> {
         if let Some(sql) = DB::RECLAIM_SPACE {
+            let _turn = self.take_turn().await;
             sqlx::query(sql)
                 .execute(&self.writer)
                 .await
@@ -175,7 +175,7 @@ where
 
 /// `events` (seqs) minus those with a delivery still pending or in flight.
 async fn without_unfinished<DB>(
-    tx: &mut sqlx::Transaction<'static, DB>,
+    tx: &mut WriteTx<DB>,
     events: Vec<i64>,
     op: &'static str,
 ) -> Result<Vec<i64>>

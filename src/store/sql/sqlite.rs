@@ -10,7 +10,8 @@ use sqlx::sqlite::{
     SqliteQueryResult, SqliteSynchronous,
 };
 
-use super::{Dialect, STATEMENT_CACHE, SqlStore};
+use super::sqlite_writer::SqliteWriter;
+use super::{Dialect, STATEMENT_CACHE, SqlStore, WriteTurn};
 use crate::store::StoreOptions;
 use crate::store::error::{Result, StoreError, db_error, redact_url};
 use crate::store::migrations::EmbeddedMigration;
@@ -126,7 +127,11 @@ impl Dialect for Sqlite {
     }
 }
 
-pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStore<Sqlite>> {
+/// Opens the store's sqlx pools and starts its hot-path writer thread.
+pub(crate) async fn connect(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<(SqlStore<Sqlite>, SqliteWriter)> {
     let bad_url = |reason: String| StoreError::BadUrl {
         url: redact_url(url),
         reason,
@@ -143,6 +148,7 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
         .pragma("temp_store", "memory")
         .statement_cache_capacity(STATEMENT_CACHE);
     create_parent_folder(base.get_filename()).map_err(bad_url)?;
+    let path = base.get_filename().to_path_buf();
 
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -174,7 +180,9 @@ pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<SqlStor
         .connect_with(base)
         .await
         .map_err(db_error("open the SQLite database"))?;
-    Ok(SqlStore::new(writer, reader))
+    let turn = WriteTurn::default();
+    let hot = SqliteWriter::start(&path, options.busy_timeout, turn.clone()).await?;
+    Ok((SqlStore::new(writer, reader, Some(turn)), hot))
 }
 
 fn create_parent_folder(file: &Path) -> std::result::Result<(), String> {
@@ -193,7 +201,7 @@ mod tests {
     use super::*;
 
     async fn synchronous_in(store: &SqlStore<Sqlite>, begin: &'static str) -> i64 {
-        let mut tx = store.writer.begin_with(begin).await.unwrap();
+        let mut tx = store.begin_write(begin).await.unwrap();
         let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&mut *tx)
             .await
@@ -210,7 +218,7 @@ mod tests {
         const FULL: i64 = 2;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = connect(&url, &StoreOptions::default()).await.unwrap();
+        let (store, _) = connect(&url, &StoreOptions::default()).await.unwrap();
         assert_eq!(synchronous_in(&store, Sqlite::BEGIN_WRITE).await, FULL);
         assert_eq!(
             synchronous_in(&store, Sqlite::BEGIN_WRITE_UNSYNCED).await,

@@ -34,8 +34,7 @@ where
         let metadata = rows::to_opt_json("metadata", metadata)?;
         let now = Timestamp::now();
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         // Insert-or-nothing first: a concurrent upsert of the same new tenant waits for ours
@@ -138,8 +137,7 @@ where
         let op = "delete tenant";
         let now = Timestamp::now();
         let mut tx = self
-            .writer
-            .begin_with(DB::BEGIN_WRITE)
+            .begin_write(DB::BEGIN_WRITE)
             .await
             .map_err(db_error(op))?;
         let deleted = sqlx::query(

@@ -21,8 +21,16 @@ impl Timestamp {
         Timestamp::new(Utc::now())
     }
 
-    fn to_text(self) -> String {
+    /// SQLite's stored form.
+    pub(crate) fn to_text(self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    /// Reads SQLite's stored form.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let t = DateTime::parse_from_rfc3339(text)
+            .map_err(|e| format!("stored time {text:?} is not RFC 3339: {e}"))?;
+        Ok(Timestamp(t.with_timezone(&Utc)))
     }
 }
 
@@ -50,9 +58,7 @@ impl Encode<'_, Sqlite> for Timestamp {
 impl<'r> Decode<'r, Sqlite> for Timestamp {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let text = <&str as Decode<Sqlite>>::decode(value)?;
-        let t = DateTime::parse_from_rfc3339(text)
-            .map_err(|e| format!("stored time {text:?} is not RFC 3339: {e}"))?;
-        Ok(Timestamp(t.with_timezone(&Utc)))
+        Ok(Timestamp::parse(text)?)
     }
 }
 
