@@ -37,6 +37,11 @@ pub struct RoutingCache {
     /// This process's writes to the store, with the feed's generation last taken up to.
     local: Mutex<LocalFeed>,
     taken: AtomicU64,
+    /// One gate per tenant: a tenant's routes are loaded by one caller at a time, and the
+    /// callers queued behind it take what it cached (a burst of a tenant's events at start
+    /// would otherwise load the same routes once per event, queueing on the store's pool).
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    loads: AtomicU64,
 }
 
 impl RoutingCache {
@@ -49,7 +54,14 @@ impl RoutingCache {
             store,
             tenants: RwLock::default(),
             epoch: AtomicU64::new(0),
+            loading: Mutex::default(),
+            loads: AtomicU64::new(0),
         }
+    }
+
+    /// How many times routes were read from the store.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// The store routes are loaded from.
@@ -77,10 +89,22 @@ impl RoutingCache {
 
     async fn routes(&self, tenant_id: &str) -> Result<Arc<Vec<Route>>, StoreError> {
         self.take_local_changes();
-        if let Some(routes) = self.tenants.read().expect("routing lock").get(tenant_id) {
-            return Ok(routes.clone());
+        if let Some(routes) = self.cached(tenant_id) {
+            return Ok(routes);
+        }
+        let gate = self
+            .loading
+            .lock()
+            .expect("routing gates lock")
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        if let Some(routes) = self.cached(tenant_id) {
+            return Ok(routes);
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let destinations = self.store.list_enabled_destinations(tenant_id).await?;
         let routes: Vec<Route> = destinations
             .into_iter()
@@ -107,6 +131,14 @@ impl RoutingCache {
             tenants.insert(tenant_id.to_owned(), routes.clone());
         }
         Ok(routes)
+    }
+
+    fn cached(&self, tenant_id: &str) -> Option<Arc<Vec<Route>>> {
+        self.tenants
+            .read()
+            .expect("routing lock")
+            .get(tenant_id)
+            .cloned()
     }
 
     /// Applies the writes this process made since the last look (one atomic load when none).

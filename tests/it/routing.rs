@@ -89,6 +89,35 @@ async fn postgres_writes_through_the_store_are_routed_at_once() {
     writes_through_the_store_are_routed_at_once(db.store(Some(AES)).await).await;
 }
 
+/// A burst of one tenant's events on a cold cache reads its routes once: the others wait for
+/// that load instead of each queueing a read of their own on the store's pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_cold_cache_loads_a_tenants_routes_once() {
+    let db = TestDb::sqlite().await;
+    let store = db.store(Some(AES)).await;
+    let tenant = format!("t-{}", uuid::Uuid::new_v4().simple());
+    store.upsert_tenant(&tenant, None).await.unwrap();
+    store
+        .create_destination(&destination(&tenant, "d1"))
+        .await
+        .unwrap();
+    let cache = Arc::new(RoutingCache::new(store.clone()));
+    let burst: Vec<_> = (0..200)
+        .map(|_| {
+            let (cache, tenant) = (cache.clone(), tenant.clone());
+            tokio::spawn(async move { routed(&cache, &tenant).await })
+        })
+        .collect();
+    for routed in burst {
+        assert_eq!(routed.await.unwrap(), ["d1"]);
+    }
+    assert_eq!(cache.loads(), 1);
+    // A write makes the next lookup load again, once.
+    store.disable_destination(&tenant, "d1").await.unwrap();
+    assert!(routed(&cache, &tenant).await.is_empty());
+    assert_eq!(cache.loads(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replicas_writes_reach_the_routing_cache() {
     let db = TestDb::postgres().await;
