@@ -74,20 +74,13 @@ impl SqliteWriter {
         let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                let started = open(&path, busy_timeout).and_then(|conn| {
-                    let checkpoints = Checkpointer::start(&path, busy_timeout)?;
-                    Ok((conn, checkpoints))
-                });
-                match started {
-                    Ok((conn, checkpoints)) => {
-                        let _ = opened.send(Ok(()));
-                        serve(conn, &turn, &queue);
-                        drop(checkpoints);
-                    }
-                    Err(e) => {
-                        let _ = opened.send(Err(e));
-                    }
+            .spawn(move || match open(&path, busy_timeout) {
+                Ok(conn) => {
+                    let _ = opened.send(Ok(()));
+                    serve(conn, &turn, &queue);
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
                 }
             })
             .map_err(|e| StoreError::Database {
@@ -233,50 +226,10 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     conn.busy_timeout(busy_timeout).map_err(failed)?;
     // As sqlx's connections (sql::sqlite::connect): foreign keys on, statement journals in
     // memory; `synchronous` is set per transaction.
-    // Checkpoints are `Checkpointer`'s, off the writer's path: a commit that crossed
-    // SQLite's 1000-page mark would otherwise copy the WAL into the database file itself.
-    conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0",
-    )
-    .map_err(failed)?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY")
+        .map_err(failed)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// Copies the WAL's committed pages into the database file every `CHECKPOINT_EVERY`, on a
-/// thread and connection of its own. A checkpoint does not take the write lock, so the writer
-/// goes on committing meanwhile; in the throughput benchmark checkpoints took 20-30 ms each,
-/// time the writer thread spent on them before. The thread ends when this is dropped.
-struct Checkpointer {
-    _stop: mpsc::Sender<()>,
-}
-
-/// How often the WAL is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
-impl Checkpointer {
-    fn start(path: &Path, busy_timeout: Duration) -> Result<Checkpointer> {
-        let conn = open(path, busy_timeout)?;
-        let (stop, stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoints".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    // PASSIVE: copies what no reader still needs, waits for no one.
-                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    if let Err(e) = done {
-                        tracing::warn!("SQLite WAL checkpoint failed, retried shortly: {e}");
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Database {
-                op: "start the SQLite checkpoint thread",
-                source: e.into(),
-            })?;
-        Ok(Checkpointer { _stop: stop })
-    }
 }
 
 /// The thread's loop: takes what has queued, runs it as one transaction, answers.
@@ -412,33 +365,6 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()
-    }
-
-    /// The writer's connection never checkpoints by itself; the checkpoint thread copies the
-    /// WAL into the database file shortly after a commit.
-    #[test]
-    fn the_wal_is_checkpointed_off_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = table(&dir);
-        let autocheckpoint: i64 = conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(autocheckpoint, 0);
-        // A megabyte in the WAL; the database file holds only the empty table until a
-        // checkpoint copies it over.
-        let big = "x".repeat(1 << 20);
-        conn.execute("INSERT INTO t (x) VALUES (?1)", [&big])
-            .unwrap();
-        let file = dir.path().join("t.db");
-        let file_size = || std::fs::metadata(&file).unwrap().len();
-        std::thread::sleep(CHECKPOINT_EVERY * 3);
-        assert!(file_size() < 1 << 20, "checkpointed without a checkpointer");
-        let _checkpoints = Checkpointer::start(&file, Duration::ZERO).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while file_size() < 1 << 20 {
-            assert!(std::time::Instant::now() < deadline, "never checkpointed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// A piece that fails is undone alone: the pieces before and after it in the same
