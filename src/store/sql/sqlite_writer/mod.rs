@@ -34,23 +34,6 @@ use crate::store::model::{
 /// Pieces of work one transaction takes at most.
 const PIECES_PER_TRANSACTION: usize = 64;
 
-/// How long lazy work (attempt results) waits for company when nothing else is queued: at
-/// a few hundred events a second it rides along with the next event batch instead of paying
-/// a transaction of its own.
-const LINGER: Duration = Duration::from_millis(5);
-
-/// How a piece of work wants its transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
-    /// Synced to disk before it is answered (events: acked to NATS once committed).
-    Synced,
-    /// Started at once, not waited for on disk (claims: the dispatcher waits for them).
-    Prompt,
-    /// Not waited for on disk, and may wait `LINGER` for company (attempt results: their
-    /// request has ended; see `Dialect::BEGIN_WRITE_UNSYNCED` for why unsynced is safe).
-    Lazy,
-}
-
 /// Prepared statements the connection keeps (a few dozen are used).
 const STATEMENT_CACHE: usize = 64;
 
@@ -96,7 +79,7 @@ impl SqliteWriter {
     /// `Store::insert_events` on SQLite.
     pub async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<InsertOutcome>> {
         let batch = batch.to_vec();
-        self.run("insert events", Commit::Synced, move |conn| {
+        self.run("insert events", true, move |conn| {
             statements::insert_events(conn, &batch)
         })
         .await
@@ -111,7 +94,7 @@ impl SqliteWriter {
             return Ok(Vec::new());
         }
         let batch = batch.to_vec();
-        self.run("complete attempts", Commit::Lazy, move |conn| {
+        self.run("complete attempts", false, move |conn| {
             statements::complete_attempts(conn, &batch)
         })
         .await
@@ -122,7 +105,7 @@ impl SqliteWriter {
         let times = ClaimTimes::of(req)?;
         let owner = req.owner.to_string();
         let limit = i64::from(req.limit);
-        self.run("claim deliveries", Commit::Prompt, move |conn| {
+        self.run("claim deliveries", false, move |conn| {
             statements::claim_due(conn, &owner, &times, limit)
         })
         .await
@@ -138,7 +121,7 @@ impl SqliteWriter {
     }
 
     /// Runs `write` in the writer's next transaction; answers once that has committed.
-    async fn run<T, W>(&self, op: &'static str, commit: Commit, write: W) -> Result<T>
+    async fn run<T, W>(&self, op: &'static str, durable: bool, write: W) -> Result<T>
     where
         T: Send + 'static,
         W: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -146,7 +129,7 @@ impl SqliteWriter {
         let (done, answer) = oneshot::channel();
         let piece = Box::new(Pending {
             op,
-            commit,
+            durable,
             write: Some(write),
             result: None,
             done,
@@ -167,7 +150,8 @@ fn closed(op: &'static str) -> StoreError {
 
 /// One caller's work in a shared transaction.
 trait Piece: Send {
-    fn commit(&self) -> Commit;
+    /// Whether its commit must be on disk before it is answered.
+    fn durable(&self) -> bool;
     /// Runs it; `false` when it failed (its savepoint is then undone).
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction has ended; `failure` when the transaction
@@ -177,7 +161,7 @@ trait Piece: Send {
 
 struct Pending<T, W> {
     op: &'static str,
-    commit: Commit,
+    durable: bool,
     write: Option<W>,
     result: Option<Result<T>>,
     done: oneshot::Sender<Result<T>>,
@@ -188,8 +172,8 @@ where
     T: Send,
     W: FnOnce(&Connection) -> Result<T> + Send,
 {
-    fn commit(&self) -> Commit {
-        self.commit
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     fn run(&mut self, conn: &Connection) -> bool {
@@ -242,7 +226,6 @@ fn serve(conn: Connection, turn: &WriteTurn, queue: &mpsc::Receiver<Message>) {
         };
         let mut pieces = Vec::new();
         let mut next = Some(first);
-        let mut lingered = false;
         while let Some(message) = next.take() {
             match message {
                 Message::Piece(piece) => pieces.push(piece),
@@ -253,11 +236,6 @@ fn serve(conn: Connection, turn: &WriteTurn, queue: &mpsc::Receiver<Message>) {
             }
             if pieces.len() < PIECES_PER_TRANSACTION {
                 next = queue.try_recv().ok();
-                if next.is_none() && !lingered && pieces.iter().all(|p| p.commit() == Commit::Lazy)
-                {
-                    lingered = true;
-                    next = queue.recv_timeout(LINGER).ok();
-                }
             }
         }
         if pieces.is_empty() {
@@ -296,7 +274,7 @@ fn transaction(
     pieces: &mut [Box<dyn Piece>],
     synced: &mut Option<bool>,
 ) -> rusqlite::Result<()> {
-    let durable = pieces.iter().any(|p| p.commit() == Commit::Synced);
+    let durable = pieces.iter().any(|p| p.durable());
     let result = (|| {
         if *synced != Some(durable) {
             let level = if durable { "FULL" } else { "NORMAL" };
@@ -351,7 +329,7 @@ mod tests {
         let (done, answer) = oneshot::channel();
         let piece = Box::new(Pending {
             op: "test",
-            commit: Commit::Prompt,
+            durable: false,
             write: Some(write),
             result: None,
             done,
