@@ -1,8 +1,10 @@
 //! Completing attempts: each finished attempt is recorded, its delivery moved on and its
 //! destination's consecutive failures counted — if the claim's lease still holds the delivery.
-//! Many attempts go in one transaction (the dispatcher's group commit: one commit, one fsync on
-//! SQLite, for a whole batch), each checked against its own lease; a statement does all rows
-//! of a kind at once, so a batch costs a handful of statements, not a handful per attempt.
+//! Many attempts go in one transaction (the dispatcher's group commit: one commit for a whole
+//! batch), each checked against its own lease; a statement does all rows of a kind at once, so
+//! a batch costs a handful of statements, not a handful per attempt. The decisions (`held`,
+//! `watched`, `plan`) are shared with SQLite's writer thread (`sqlite_writer`), which runs
+//! them with single-row statements instead; this sqlx path is Postgres'.
 
 use std::collections::{HashMap, HashSet};
 

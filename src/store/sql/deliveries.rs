@@ -126,6 +126,7 @@ where
     /// Claims due deliveries: round-robin across destinations, oldest first within each, at
     /// most `per_destination` in flight per destination (counting leases others hold).
     /// Deliveries whose destination was disabled or deleted are cancelled instead of claimed.
+    /// Postgres' path; SQLite claims on its writer thread (`sqlite_writer`).
     pub async fn claim_due(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedRow>> {
         let op = "claim deliveries";
         let ClaimTimes {

@@ -1,7 +1,9 @@
 //! Event queries: the batch insert that ingest's group commit rests on (events plus one
 //! delivery per matched destination, all in one transaction, duplicates skipped by the unique
 //! (tenant_id, id) key; a delivery handed to a dispatcher goes in already leased to it),
-//! lookups, and the filtered, paginated list.
+//! lookups, and the filtered, paginated list. The insert's decisions (`candidates`,
+//! `new_deliveries`, `outcomes`) are shared with SQLite's writer thread (`sqlite_writer`); the
+//! sqlx insert below is Postgres'.
 
 use std::collections::{HashMap, HashSet};
 
