@@ -99,10 +99,24 @@ impl RoutingCache {
             .entry(tenant_id.to_owned())
             .or_default()
             .clone();
-        let _loading = gate.lock().await;
-        if let Some(routes) = self.cached(tenant_id) {
-            return Ok(routes);
+        let routes = {
+            let _loading = gate.lock().await;
+            match self.cached(tenant_id) {
+                Some(routes) => Ok(routes),
+                None => self.load(tenant_id).await,
+            }
+        };
+        // The last caller through the gate takes it away, so gates don't outlive a burst.
+        let mut gates = self.loading.lock().expect("routing gates lock");
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(tenant_id);
         }
+        routes
+    }
+
+    /// Reads the tenant's routes from the store and caches them, unless an invalidation came
+    /// meanwhile.
+    async fn load(&self, tenant_id: &str) -> Result<Arc<Vec<Route>>, StoreError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         self.loads.fetch_add(1, Ordering::Relaxed);
         let destinations = self.store.list_enabled_destinations(tenant_id).await?;

@@ -71,7 +71,7 @@ impl ClaimTimes {
 }
 
 /// Sorts `claimed` as the candidates `live` came: oldest due first.
-pub(crate) fn in_candidate_order(claimed: &mut [ClaimedRow], live: &[i64]) {
+fn in_candidate_order(claimed: &mut [ClaimedRow], live: &[i64]) {
     let order: HashMap<i64, usize> = live.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     claimed.sort_by_key(|c| order.get(&c.delivery.id).copied());
 }

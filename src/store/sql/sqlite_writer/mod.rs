@@ -24,8 +24,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::WriteTurn;
 use super::deliveries::{ClaimTimes, ClaimedRow};
+use super::{STATEMENT_CACHE, WriteTurn};
 use crate::store::error::{DbFailure, Result, StoreError};
 use crate::store::model::{
     AttemptCompletion, AttemptRecorded, ClaimRequest, InsertOutcome, NewEvent,
@@ -33,9 +33,6 @@ use crate::store::model::{
 
 /// Pieces of work one transaction takes at most.
 const PIECES_PER_TRANSACTION: usize = 64;
-
-/// Prepared statements the connection keeps (a few dozen are used).
-const STATEMENT_CACHE: usize = 64;
 
 /// A handle on the writer thread; cheap to clone. The thread ends on `close`.
 #[derive(Clone)]
