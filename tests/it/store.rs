@@ -54,6 +54,7 @@ conformance!(
     concurrent_claims_never_overlap,
     claims_are_fair_across_destinations,
     expired_lease_is_reclaimed_and_lost_lease_refused,
+    expired_leases_and_pending_deliveries_queue_together,
     attempts_retries_and_manual_retry,
     consecutive_failures_are_counted_per_destination,
     batch_completion_checks_each_lease,
@@ -148,7 +149,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     let pending = store.pending_migrations().await.unwrap();
     assert_eq!(
         pending.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![1, 2, 3]
+        vec![1, 2, 3, 4]
     );
     let refused = store.check_migrated().await.unwrap_err();
     assert!(
@@ -169,7 +170,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     other.ping().await.unwrap();
     assert_eq!(
         db.raw_count("SELECT count(*) FROM _sqlx_migrations").await,
-        3
+        4
     );
     assert_eq!(store.backend(), db.kind());
 }
@@ -794,6 +795,43 @@ async fn claims_are_fair_across_destinations(db: TestDb) {
     let fourth = store.claim_due(&req("w2", 10)).await.unwrap();
     assert_eq!(count(&fourth, "busy"), 1);
     assert_eq!(fourth.len(), 1);
+}
+
+/// A destination's queue holds pending deliveries and expired leases side by side: a claim
+/// takes the oldest due of both, and counts only live leases against the destination's cap.
+async fn expired_leases_and_pending_deliveries_queue_together(db: TestDb) {
+    let store = with_destinations(&db, &["d1"]).await;
+    store
+        .insert_events(&[event("t1", "e1", &["d1"])])
+        .await
+        .unwrap();
+    let t0 = later(1);
+    let req = |now, per_destination| ClaimRequest {
+        owner: "w1",
+        now,
+        limit: 10,
+        per_destination,
+        lease: Duration::from_secs(30),
+    };
+    let first = store.claim_due(&req(t0, 1)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // e2 is due from its insertion, before e1's lease (t0 + 30 s) runs out.
+    store
+        .insert_events(&[event("t1", "e2", &["d1"])])
+        .await
+        .unwrap();
+    let after = t0 + TimeDelta::seconds(31);
+
+    // One in flight at most: the older of the two due deliveries, the pending one.
+    let second = store.claim_due(&req(after, 1)).await.unwrap();
+    let ids: Vec<_> = second.iter().map(|c| c.event.id.as_str()).collect();
+    assert_eq!(ids, ["e2"]);
+    // Two at most: e2's live lease counts, e1's expired one does not, so e1 is taken again.
+    let third = store.claim_due(&req(after, 2)).await.unwrap();
+    let ids: Vec<_> = third.iter().map(|c| c.event.id.as_str()).collect();
+    assert_eq!(ids, ["e1"]);
+    assert_eq!(third[0].delivery.id, first[0].delivery.id);
+    assert!(store.claim_due(&req(after, 2)).await.unwrap().is_empty());
 }
 
 async fn expired_lease_is_reclaimed_and_lost_lease_refused(db: TestDb) {

@@ -275,11 +275,14 @@ where
 
     /// When the next delivery becomes due (a pending one, or a lease running out).
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        // Two index probes (one per status) rather than a scan of an IN list.
+        // Two probes of `deliveries_due` (one per status) rather than a scan of an IN list;
+        // each repeats the partial index's condition, which SQLite needs to use it.
         let row = sqlx::query(
             "SELECT \
-             (SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending') AS pending, \
-             (SELECT min(next_attempt_at) FROM deliveries WHERE status = 'delivering') AS leased",
+             (SELECT min(next_attempt_at) FROM deliveries \
+              WHERE status IN ('pending', 'delivering') AND status = 'pending') AS pending, \
+             (SELECT min(next_attempt_at) FROM deliveries \
+              WHERE status IN ('pending', 'delivering') AND status = 'delivering') AS leased",
         )
         .fetch_one(&self.reader)
         .await
@@ -289,9 +292,31 @@ where
         Ok(pending.into_iter().chain(leased).min())
     }
 
+    /// Counts the deliveries in `status`: unfinished ones from `deliveries_due`, finished ones
+    /// (kept by no index) by reading the table.
     pub async fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64> {
-        let row = sqlx::query("SELECT count(*) AS n FROM deliveries WHERE status = $1")
-            .bind(status.as_str())
+        // Each status has its own statement so the planner sees that the partial index covers
+        // the unfinished ones (SQLite needs the index's condition repeated).
+        let sql = match status {
+            DeliveryStatus::Pending => {
+                "SELECT count(*) AS n FROM deliveries \
+                 WHERE status IN ('pending', 'delivering') AND status = 'pending'"
+            }
+            DeliveryStatus::Delivering => {
+                "SELECT count(*) AS n FROM deliveries \
+                 WHERE status IN ('pending', 'delivering') AND status = 'delivering'"
+            }
+            DeliveryStatus::Success => {
+                "SELECT count(*) AS n FROM deliveries WHERE status = 'success'"
+            }
+            DeliveryStatus::Failed => {
+                "SELECT count(*) AS n FROM deliveries WHERE status = 'failed'"
+            }
+            DeliveryStatus::Cancelled => {
+                "SELECT count(*) AS n FROM deliveries WHERE status = 'cancelled'"
+            }
+        };
+        let row = sqlx::query(sql)
             .fetch_one(&self.reader)
             .await
             .map_err(db_error("count deliveries"))?;

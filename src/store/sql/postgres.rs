@@ -18,7 +18,9 @@ impl Dialect for Postgres {
     // A skip-scan over the destination queues (one index probe per destination with work),
     // each destination's oldest due deliveries (read, not locked), round-robin across
     // destinations; only the rows finally taken are locked, and rows another replica holds
-    // are skipped rather than waited for.
+    // are skipped rather than waited for. A queue is ordered by status, then due time, so
+    // each destination's oldest due deliveries are read per status (two ordered, limited
+    // ranges) and ranked together; an `IN` over both statuses would sort the whole backlog.
     const CLAIM_CANDIDATES: &'static str = "
         WITH RECURSIVE queues AS (
             (SELECT tenant_id, destination_id FROM deliveries
@@ -34,8 +36,9 @@ impl Dialect for Postgres {
         loads AS MATERIALIZED (
             SELECT q.tenant_id, q.destination_id,
                 (SELECT count(*) FROM deliveries f
-                 WHERE f.status = 'delivering' AND f.next_attempt_at > $1
-                   AND f.tenant_id = q.tenant_id AND f.destination_id = q.destination_id
+                 WHERE f.tenant_id = q.tenant_id AND f.destination_id = q.destination_id
+                   AND f.status IN ('pending', 'delivering') AND f.status = 'delivering'
+                   AND f.next_attempt_at > $1
                 ) AS in_flight,
                 EXISTS (SELECT 1 FROM destinations t
                  WHERE t.tenant_id = q.tenant_id AND t.id = q.destination_id
@@ -47,10 +50,17 @@ impl Dialect for Postgres {
                 row_number() OVER (PARTITION BY l.tenant_id, l.destination_id
                                    ORDER BY c.next_attempt_at, c.id) AS rank
             FROM loads l CROSS JOIN LATERAL (
-                SELECT x.id, x.next_attempt_at FROM deliveries x
-                WHERE x.tenant_id = l.tenant_id AND x.destination_id = l.destination_id
-                  AND x.status IN ('pending', 'delivering') AND x.next_attempt_at <= $1
-                ORDER BY x.next_attempt_at LIMIT $2) c
+                (SELECT x.id, x.next_attempt_at FROM deliveries x
+                 WHERE x.tenant_id = l.tenant_id AND x.destination_id = l.destination_id
+                   AND x.status IN ('pending', 'delivering') AND x.status = 'pending'
+                   AND x.next_attempt_at <= $1
+                 ORDER BY x.next_attempt_at LIMIT $2)
+                UNION ALL
+                (SELECT x.id, x.next_attempt_at FROM deliveries x
+                 WHERE x.tenant_id = l.tenant_id AND x.destination_id = l.destination_id
+                   AND x.status IN ('pending', 'delivering') AND x.status = 'delivering'
+                   AND x.next_attempt_at <= $1
+                 ORDER BY x.next_attempt_at LIMIT $2)) c
         ),
         picked AS (
             SELECT id, live, rank, next_attempt_at FROM candidates
@@ -111,6 +121,11 @@ impl Dialect for Postgres {
             version: 3,
             description: "retention",
             sql: include_str!("../../../migrations/postgres/0003_retention.sql"),
+        },
+        EmbeddedMigration {
+            version: 4,
+            description: "delivery indexes",
+            sql: include_str!("../../../migrations/postgres/0004_delivery_indexes.sql"),
         },
     ];
 
