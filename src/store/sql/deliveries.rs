@@ -275,24 +275,18 @@ where
 
     /// When the next delivery becomes due (a pending one, or a lease running out).
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>> {
-        // Two probes of `deliveries_due` (one per status) rather than a scan of an IN list;
-        // each repeats the partial index's condition, which SQLite needs to use it.
+        // The first entry of `deliveries_due`, which holds unfinished deliveries in due order.
         let row = sqlx::query(
-            "SELECT \
-             (SELECT min(next_attempt_at) FROM deliveries \
-              WHERE status IN ('pending', 'delivering') AND status = 'pending') AS pending, \
-             (SELECT min(next_attempt_at) FROM deliveries \
-              WHERE status IN ('pending', 'delivering') AND status = 'delivering') AS leased",
+            "SELECT min(next_attempt_at) AS due FROM deliveries \
+             WHERE status IN ('pending', 'delivering')",
         )
         .fetch_one(&self.reader)
         .await
         .map_err(db_error("read next due time"))?;
-        let pending = row.opt_time("pending")?.map(Timestamp);
-        let leased = row.opt_time("leased")?.map(Timestamp);
-        Ok(pending.into_iter().chain(leased).min())
+        Ok(row.opt_time("due")?.map(Timestamp))
     }
 
-    /// Counts the deliveries in `status`: unfinished ones from `deliveries_due`, finished ones
+    /// Counts the deliveries in `status`: unfinished ones in `deliveries_due`, finished ones
     /// (kept by no index) by reading the table.
     pub async fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64> {
         // Each status has its own statement so the planner sees that the partial index covers
