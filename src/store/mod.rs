@@ -182,7 +182,13 @@ impl Store {
 
     /// A round trip through the write path, for `/healthz`.
     pub async fn ping(&self) -> Result<()> {
-        on_db!(self, db => db.ping().await)
+        match &self.db {
+            Db::Sqlite(db, hot) => {
+                db.ping().await?;
+                hot.ping().await
+            }
+            Db::Postgres(db) => db.ping().await,
+        }
     }
 
     /// Every tenant or destination write made through this handle or its clones, announced

@@ -42,6 +42,8 @@ pub(crate) struct SqliteWriter {
 
 enum Message {
     Piece(Box<dyn Piece>),
+    /// Answered when the thread takes it: it is alive and its queue moves.
+    Ping(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
 
@@ -106,6 +108,16 @@ impl SqliteWriter {
             statements::claim_due(conn, &owner, &times, limit)
         })
         .await
+    }
+
+    /// Answers once the thread has taken everything queued before it (for `/healthz`): an
+    /// error if the thread is gone.
+    pub async fn ping(&self) -> Result<()> {
+        let (done, answered) = oneshot::channel();
+        self.work
+            .send(Message::Ping(done))
+            .map_err(|_| closed("ping the writer thread"))?;
+        answered.await.map_err(|_| closed("ping the writer thread"))
     }
 
     /// Stops the thread once the work queued before has been answered, and closes the
@@ -226,6 +238,9 @@ fn serve(conn: Connection, turn: &WriteTurn, queue: &mpsc::Receiver<Message>) {
         while let Some(message) = next.take() {
             match message {
                 Message::Piece(piece) => pieces.push(piece),
+                Message::Ping(done) => {
+                    let _ = done.send(());
+                }
                 Message::Close(done) => {
                     closing = Some(done);
                     break;
@@ -391,5 +406,20 @@ mod tests {
             conn.is_autocommit(),
             "the connection is left out of any transaction"
         );
+    }
+
+    /// The thread answers a ping while it runs, and a ping after it closed is an error.
+    #[tokio::test]
+    async fn a_ping_shows_whether_the_thread_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(table(&dir));
+        let writer = SqliteWriter::start(&path, Duration::from_millis(100), WriteTurn::default())
+            .await
+            .unwrap();
+        writer.ping().await.unwrap();
+        writer.close().await;
+        let error = writer.ping().await.unwrap_err();
+        assert!(error.to_string().contains("closed"), "{error}");
     }
 }
