@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod accounts_dir;
+pub mod ownership;
 mod pump;
 pub mod status;
 pub mod topology;
