@@ -35,10 +35,11 @@ pub use self::error::{ErrorKind, Result, StoreError};
 pub use self::group_commit::{GroupCommit, GroupCommitError};
 pub use self::migrations::MigrationInfo;
 pub use self::model::{
-    Attempt, AttemptCompletion, AttemptFilter, AttemptRecorded, AttemptStatus, ClaimRequest,
-    ClaimedDelivery, Credentials, Delivery, DeliveryOutcome, DeliveryStatus, Destination,
-    DestinationFilter, DestinationTimes, Event, EventFilter, InsertOutcome, Lease, Metadata,
-    NewAttempt, NewDestination, NewEvent, NewLease, Tenant, TenantFilter, TimeRange, Upserted,
+    AccountLease, Attempt, AttemptCompletion, AttemptFilter, AttemptRecorded, AttemptStatus,
+    ClaimRequest, ClaimedDelivery, Credentials, Delivery, DeliveryOutcome, DeliveryStatus,
+    Destination, DestinationFilter, DestinationTimes, Event, EventFilter, InsertOutcome, Lease,
+    Metadata, NewAttempt, NewDestination, NewEvent, NewLease, ReplicaLease, Tenant, TenantFilter,
+    TimeRange, Upserted,
 };
 pub use self::page::{ByteBudget, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
@@ -189,6 +190,63 @@ impl Store {
             }
             Db::Postgres(db) => db.ping().await,
         }
+    }
+
+    /// The Postgres store behind account ownership across replicas; SQLite serves one
+    /// process, which consumes every account itself.
+    fn replicas_store(&self) -> Result<&sql::SqlStore<Postgres>> {
+        match &self.db {
+            Db::Postgres(db) => Ok(db),
+            Db::Sqlite(..) => Err(StoreError::Invalid(
+                "account ownership across replicas needs the Postgres store (database_url \
+                 postgres://…); a SQLite store serves one process, which consumes every account"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Renews this replica's lease for `lease` and returns the live replicas' ids, sorted
+    /// (Postgres only).
+    pub async fn replica_heartbeat(&self, replica: &str, lease: Duration) -> Result<Vec<String>> {
+        self.replicas_store()?
+            .replica_heartbeat(replica, lease)
+            .await
+    }
+
+    /// Marks this replica as leaving: the others compute their shares without it (Postgres
+    /// only).
+    pub async fn replica_leaving(&self, replica: &str) -> Result<()> {
+        self.replicas_store()?.replica_leaving(replica).await
+    }
+
+    /// Takes or renews the leases on `accounts` that are free, run out or already this
+    /// replica's; returns the ones it holds now (Postgres only).
+    pub async fn hold_accounts(
+        &self,
+        replica: &str,
+        accounts: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>> {
+        self.replicas_store()?
+            .hold_accounts(replica, accounts, lease)
+            .await
+    }
+
+    /// Gives up this replica's leases on `accounts`; returns how many it held (Postgres only).
+    pub async fn release_accounts(&self, replica: &str, accounts: &[String]) -> Result<u64> {
+        self.replicas_store()?
+            .release_accounts(replica, accounts)
+            .await
+    }
+
+    /// Every NATS account lease, by account (Postgres only).
+    pub async fn account_leases(&self) -> Result<Vec<AccountLease>> {
+        self.replicas_store()?.account_leases().await
+    }
+
+    /// Every replica seen in the last hour (Postgres only).
+    pub async fn replica_leases(&self) -> Result<Vec<ReplicaLease>> {
+        self.replicas_store()?.replica_leases().await
     }
 
     /// Every tenant or destination write made through this handle or its clones, announced

@@ -389,3 +389,29 @@ mod tests {
         }
     }
 }
+
+/// A replica of `jetpost serve` sharing a Postgres store, as its heartbeats left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaLease {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Handing its accounts over before it exits (SIGTERM).
+    pub leaving: bool,
+    /// Its lease runs (by the database's clock).
+    pub live: bool,
+    /// Account leases it holds that run.
+    pub accounts: u64,
+}
+
+/// Which replica owns a NATS account, and until when unless it renews.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountLease {
+    pub account: String,
+    pub replica_id: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The lease runs (by the database's clock).
+    pub live: bool,
+}

@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod hostile_api;
 mod ingest;
+mod ownership;
 mod receiver;
 mod retention;
 mod routing;

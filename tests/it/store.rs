@@ -149,7 +149,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     let pending = store.pending_migrations().await.unwrap();
     assert_eq!(
         pending.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5]
     );
     let refused = store.check_migrated().await.unwrap_err();
     assert!(
@@ -170,7 +170,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     other.ping().await.unwrap();
     assert_eq!(
         db.raw_count("SELECT count(*) FROM _sqlx_migrations").await,
-        4
+        5
     );
     assert_eq!(store.backend(), db.kind());
 }

@@ -13,6 +13,7 @@ mod events;
 mod filters;
 mod metrics;
 pub(crate) mod postgres;
+mod replicas;
 pub(crate) mod retention;
 pub(crate) mod rows;
 pub(crate) mod sqlite;

@@ -127,6 +127,11 @@ impl Dialect for Postgres {
             description: "delivery indexes",
             sql: include_str!("../../../migrations/postgres/0004_delivery_indexes.sql"),
         },
+        EmbeddedMigration {
+            version: 5,
+            description: "replicas",
+            sql: include_str!("../../../migrations/postgres/0005_replicas.sql"),
+        },
     ];
 
     fn rows_affected(result: &PgQueryResult) -> u64 {

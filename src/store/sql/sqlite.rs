@@ -140,6 +140,11 @@ impl Dialect for Sqlite {
             description: "delivery indexes",
             sql: include_str!("../../../migrations/sqlite/0004_delivery_indexes.sql"),
         },
+        EmbeddedMigration {
+            version: 5,
+            description: "replicas",
+            sql: include_str!("../../../migrations/sqlite/0005_replicas.sql"),
+        },
     ];
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
