@@ -289,28 +289,17 @@ where
     /// Counts the deliveries in `status`: unfinished ones in `deliveries_due`, finished ones
     /// (kept by no index) by reading the table.
     pub async fn count_deliveries(&self, status: DeliveryStatus) -> Result<u64> {
-        // Each status has its own statement so the planner sees that the partial index covers
-        // the unfinished ones (SQLite needs the index's condition repeated).
-        let sql = match status {
-            DeliveryStatus::Pending => {
-                "SELECT count(*) AS n FROM deliveries \
-                 WHERE status IN ('pending', 'delivering') AND status = 'pending'"
-            }
-            DeliveryStatus::Delivering => {
-                "SELECT count(*) AS n FROM deliveries \
-                 WHERE status IN ('pending', 'delivering') AND status = 'delivering'"
-            }
-            DeliveryStatus::Success => {
-                "SELECT count(*) AS n FROM deliveries WHERE status = 'success'"
-            }
-            DeliveryStatus::Failed => {
-                "SELECT count(*) AS n FROM deliveries WHERE status = 'failed'"
-            }
-            DeliveryStatus::Cancelled => {
-                "SELECT count(*) AS n FROM deliveries WHERE status = 'cancelled'"
-            }
+        // Unfinished statuses repeat the partial index's condition, so both planners see
+        // that `deliveries_due` covers them.
+        let unfinished = matches!(status, DeliveryStatus::Pending | DeliveryStatus::Delivering);
+        let sql = if unfinished {
+            "SELECT count(*) AS n FROM deliveries \
+             WHERE status IN ('pending', 'delivering') AND status = $1"
+        } else {
+            "SELECT count(*) AS n FROM deliveries WHERE status = $1"
         };
         let row = sqlx::query(sql)
+            .bind(status.as_str())
             .fetch_one(&self.reader)
             .await
             .map_err(db_error("count deliveries"))?;
