@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api::{self, ApiState, ServeLimits};
 use crate::config::Config;
+use crate::config::Ownership;
 use crate::delivery::{Dispatcher, DispatcherOptions, Inbox};
 use crate::destination::Registry;
 use crate::destination::webhook::WebhookProvider;
@@ -20,6 +22,7 @@ use crate::ingest::{Ingest, IngestOptions};
 use crate::retention::RetentionHealth;
 use crate::routing::{RoutingCache, follow_replicas};
 use crate::source::IngestSink;
+use crate::source::nats::leases::{Exclusive, LeaseBook, new_replica_id};
 use crate::source::nats::{NatsSource, NatsSourceConfig};
 use crate::store::{BackendKind, PurgeOptions, Store};
 
@@ -82,12 +85,22 @@ pub async fn run(
     );
     let dispatcher = Dispatcher::start(store.clone(), destinations.clone(), inbox)?;
 
+    let ownership = config
+        .publishmq
+        .nats
+        .ownership_on(config.database_url.backend());
+    let exclusive = (ownership == Ownership::Exclusive).then(|| Exclusive {
+        replica_id: new_replica_id(),
+        book: Arc::new(StoreLeases(store.clone())) as Arc<dyn LeaseBook>,
+    });
+    let replica_id = exclusive.as_ref().map(|e| e.replica_id.clone());
     let source = match NatsSourceConfig::from_config(&config).map_err(anyhow::Error::msg)? {
         Some(nats) => {
-            info!(servers = ?nats.servers, accounts = nats.accounts.len(), accounts_dir = ?nats.accounts_dir, "starting the NATS source");
-            Some(NatsSource::start(
+            info!(servers = ?nats.servers, accounts = nats.accounts.len(), accounts_dir = ?nats.accounts_dir, %ownership, "starting the NATS source");
+            Some(NatsSource::start_with(
                 nats,
                 ingest.clone() as Arc<dyn IngestSink>,
+                exclusive,
             ))
         }
         None => None,
@@ -98,6 +111,7 @@ pub async fn run(
         store: store.clone(),
         ingest: ingest.clone(),
         accounts: source.as_ref().map(|s| s.status().clone()),
+        replica_id: source.as_ref().and(replica_id),
         metrics,
         deliveries_ready,
         dispatcher: dispatcher.health(),
@@ -171,5 +185,51 @@ async fn metrics_upkeep(
             _ = stop.cancelled() => return,
             _ = tick.tick() => handle.run_upkeep(),
         }
+    }
+}
+
+/// Exclusive ownership's leases, kept in the store.
+struct StoreLeases(Store);
+
+impl LeaseBook for StoreLeases {
+    fn heartbeat<'a>(
+        &'a self,
+        replica: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let live = self.0.replica_heartbeat(replica, lease).await;
+            live.map_err(|e| e.to_string())
+        })
+    }
+
+    fn leaving<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let marked = self.0.replica_leaving(replica).await;
+            marked.map_err(|e| e.to_string())
+        })
+    }
+
+    fn hold<'a>(
+        &'a self,
+        replica: &'a str,
+        accounts: &'a [String],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let held = self.0.hold_accounts(replica, accounts, lease).await;
+            held.map_err(|e| e.to_string())
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        replica: &'a str,
+        accounts: &'a [String],
+    ) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            let released = self.0.release_accounts(replica, accounts).await;
+            released.map_err(|e| e.to_string())
+        })
     }
 }

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub ingest: Arc<Ingest>,
     /// The NATS accounts' status; `None` when no NATS source runs.
     pub accounts: Option<StatusBoard>,
+    /// This replica's id under exclusive NATS account ownership; `None` otherwise.
+    pub replica_id: Option<String>,
     pub metrics: PrometheusHandle,
     /// Wakes the delivery dispatcher (e.g. after a manual retry).
     pub deliveries_ready: Arc<Notify>,
@@ -127,7 +129,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/attempts/{attempt_id}", get(attempts::get))
         .route("/metrics/events", get(metrics::events))
         .route("/metrics/attempts", get(metrics::attempts))
-        .route("/nats/accounts", get(nats::accounts));
+        .route("/nats/accounts", get(nats::accounts))
+        .route("/nats/replicas", get(nats::replicas));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::prometheus))

@@ -204,6 +204,17 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
     let nats = &mut c.publishmq.nats;
     r.list("PUBLISH_NATS_SERVERS", &mut nats.servers);
     r.path("PUBLISH_NATS_ACCOUNTS_DIR", &mut nats.accounts_dir);
+    if let Some(value) = r.get("PUBLISH_NATS_OWNERSHIP") {
+        match value.trim().parse() {
+            Ok(ownership) => nats.ownership = Some(ownership),
+            Err(()) => r.fail(
+                "PUBLISH_NATS_OWNERSHIP",
+                "publishmq.nats.ownership",
+                value,
+                "shared or exclusive",
+            ),
+        }
+    }
     let (mut stream, mut consumer, mut credentials_file, mut tenant_subject) =
         (None, None, None, None);
     r.string("PUBLISH_NATS_AGGREGATE_STREAM", &mut stream);

@@ -331,12 +331,55 @@ pub struct NatsConfig {
     pub accounts: Vec<AccountConfig>,
     /// Aggregate mode: one stream whose subjects carry the tenant.
     pub aggregate: Option<AggregateConfig>,
+    /// Whether replicas sharing a Postgres store each consume every account (`shared`) or one
+    /// replica owns each account (`exclusive`); unset: exclusive on Postgres, shared on SQLite.
+    pub ownership: Option<Ownership>,
 }
 
 impl NatsConfig {
     /// Whether any account source is configured.
     pub fn has_account_source(&self) -> bool {
         !self.accounts.is_empty() || self.accounts_dir.is_some() || self.aggregate.is_some()
+    }
+
+    /// The ownership in effect on `backend`: as configured, else exclusive on Postgres and
+    /// shared on SQLite (one process).
+    pub fn ownership_on(&self, backend: Option<DatabaseBackend>) -> Ownership {
+        self.ownership.unwrap_or(match backend {
+            Some(DatabaseBackend::Postgres) => Ownership::Exclusive,
+            _ => Ownership::Shared,
+        })
+    }
+}
+
+/// How replicas sharing one store divide the NATS accounts (per-account mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// Every replica connects to and consumes every account.
+    Shared,
+    /// Each account is consumed by one live replica at a time, through leases in the store.
+    Exclusive,
+}
+
+impl FromStr for Ownership {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "shared" => Ok(Ownership::Shared),
+            "exclusive" => Ok(Ownership::Exclusive),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for Ownership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ownership::Shared => "shared",
+            Ownership::Exclusive => "exclusive",
+        })
     }
 }
 

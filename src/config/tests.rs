@@ -1231,3 +1231,50 @@ fn docs_example_file_is_a_valid_config() {
     let c = ok(&DOCS[start..start + len], &[]);
     assert!(c.publishmq.nats.has_account_source());
 }
+
+#[test]
+fn nats_ownership_defaults_by_store_and_exclusive_needs_postgres() {
+    let yaml = format!("{BASE}{NATS_ACCOUNT}");
+    let sqlite = ok(&yaml, &[]);
+    assert_eq!(sqlite.publishmq.nats.ownership, None);
+    assert_eq!(
+        sqlite
+            .publishmq
+            .nats
+            .ownership_on(sqlite.database_url.backend()),
+        Ownership::Shared
+    );
+    let postgres = ok(&yaml, &[("DATABASE_URL", "postgres://u@127.0.0.1/db")]);
+    assert_eq!(
+        postgres
+            .publishmq
+            .nats
+            .ownership_on(postgres.database_url.backend()),
+        Ownership::Exclusive
+    );
+    let shared = ok(
+        &yaml,
+        &[
+            ("DATABASE_URL", "postgres://u@127.0.0.1/db"),
+            ("PUBLISH_NATS_OWNERSHIP", "Shared"),
+        ],
+    );
+    assert_eq!(shared.publishmq.nats.ownership, Some(Ownership::Shared));
+    let in_yaml = ok(
+        &yaml.replace("servers:", "ownership: exclusive\n    servers:"),
+        &[("DATABASE_URL", "postgres://u@127.0.0.1/db")],
+    );
+    assert_eq!(in_yaml.publishmq.nats.ownership, Some(Ownership::Exclusive));
+    assert_error(
+        &yaml,
+        &[("PUBLISH_NATS_OWNERSHIP", "exclusive")],
+        "publishmq.nats.ownership (PUBLISH_NATS_OWNERSHIP)",
+        "exclusive needs a Postgres store",
+    );
+    assert_error(
+        &yaml,
+        &[("PUBLISH_NATS_OWNERSHIP", "solo")],
+        "publishmq.nats.ownership (PUBLISH_NATS_OWNERSHIP)",
+        "shared or exclusive",
+    );
+}

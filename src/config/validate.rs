@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use tracing::level_filters::LevelFilter;
 
-use super::{AccountConfig, AggregateConfig, Config, ConfigError, DatabaseBackend};
+use super::{AccountConfig, AggregateConfig, Config, ConfigError, DatabaseBackend, Ownership};
 
 /// The placeholder in `publishmq.nats.aggregate.tenant_subject`.
 pub(super) const TENANT_TOKEN: &str = "{tenant_id}";
@@ -404,6 +404,16 @@ fn nats(c: &Config, p: &mut Problems) {
                 "empty, but {} is configured; set the NATS server URLs",
                 sources.join(" and ")
             ),
+        );
+    }
+    if nats.ownership == Some(Ownership::Exclusive)
+        && c.database_url.backend() == Some(DatabaseBackend::Sqlite)
+    {
+        p.push(
+            "publishmq.nats.ownership",
+            Some("PUBLISH_NATS_OWNERSHIP"),
+            "exclusive needs a Postgres store (DATABASE_URL=postgres://…) shared by the replicas; \
+             with SQLite one process consumes every account: leave it unset or set shared",
         );
     }
     // accounts_dir's existence is the source's business at run time: the directory may be

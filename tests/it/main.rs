@@ -15,6 +15,7 @@ mod hostile_api;
 mod ingest;
 mod ownership;
 mod receiver;
+mod replicas;
 mod retention;
 mod routing;
 mod security;

@@ -5,28 +5,31 @@
 
 pub mod account;
 pub mod accounts_dir;
+pub mod leases;
 pub mod ownership;
 mod pump;
 pub mod status;
 pub mod topology;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::Watcher;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use account::{AccountSpec, Origin, SubjectPattern, TenantRule};
+pub use leases::{Exclusive, LeaseBook};
 pub use pump::PumpShared;
 pub use status::{AccountState, AccountStatusView, StatusBoard};
 
 use crate::source::IngestSink;
-use pump::Pump;
+use leases::Steward;
+use pump::{ActivePumps, Pump};
 
 /// Changes in the accounts directory are applied after this much quiet.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -60,33 +63,66 @@ pub struct NatsSource {
     board: StatusBoard,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// Exclusive ownership's lease keeper, when replicas share the accounts.
+    steward: Option<Steward>,
+    drain_timeout: Duration,
 }
 
 impl NatsSource {
     /// Starts every account in the background; failures show in `status()`, never here.
     pub fn start(config: NatsSourceConfig, sink: Arc<dyn IngestSink>) -> NatsSource {
+        NatsSource::start_with(config, sink, None)
+    }
+
+    /// Like `start`; with `exclusive`, this replica consumes only the accounts whose leases it
+    /// holds (the aggregate account is consumed by every replica: its consumer is shared).
+    pub fn start_with(
+        config: NatsSourceConfig,
+        sink: Arc<dyn IngestSink>,
+        exclusive: Option<Exclusive>,
+    ) -> NatsSource {
         let board = StatusBoard::default();
         let cancel = CancellationToken::new();
+        let active = ActivePumps::default();
         let shared = Arc::new(PumpShared {
             servers: config.servers.clone(),
             sink,
             max_in_flight: config.max_in_flight,
             drain_timeout: config.drain_timeout,
             setup_slots: Arc::new(tokio::sync::Semaphore::new(pump::SETUPS_AT_ONCE)),
+            active: active.clone(),
         });
+        let (gate, steward) = match exclusive {
+            Some(exclusive) => {
+                let (known_tx, known) = watch::channel(BTreeSet::new());
+                let (owned_tx, owned) = watch::channel(BTreeSet::new());
+                let steward = Steward::start(exclusive, known, owned_tx, active);
+                let gate = Gate {
+                    owned,
+                    known: known_tx,
+                };
+                (Some(gate), Some(steward))
+            }
+            None => (None, None),
+        };
+        let drain_timeout = config.drain_timeout;
         let reconciler = Reconciler {
             board: board.clone(),
             shared,
             cancel: cancel.clone(),
+            specs: BTreeMap::new(),
             running: HashMap::new(),
             broken: HashSet::new(),
             retiring: tokio::task::JoinSet::new(),
+            gate,
         };
         let task = tokio::spawn(reconciler.run(config));
         NatsSource {
             board,
             cancel,
             task,
+            steward,
+            drain_timeout,
         }
     }
 
@@ -96,24 +132,44 @@ impl NatsSource {
     }
 
     /// Stops pulling everywhere, lets in-flight messages settle (up to the drain timeout) and
-    /// closes every connection.
-    pub async fn stop(self) {
+    /// closes every connection. With exclusive ownership the accounts are handed over first:
+    /// each one's lease is released once its pump has settled, for the other replicas to take.
+    pub async fn stop(mut self) {
+        if let Some(steward) = self.steward.as_mut() {
+            steward
+                .hand_over(self.drain_timeout + leases::RENEW_EVERY * 2)
+                .await;
+        }
         self.cancel.cancel();
         if let Err(err) = self.task.await {
             error!("NATS source ended abnormally: {err}");
         }
+        if let Some(steward) = self.steward {
+            steward.stop().await;
+        }
     }
+}
+
+/// How the reconciler learns which accounts this replica owns (exclusive ownership), and tells
+/// which accounts there are.
+struct Gate {
+    owned: watch::Receiver<BTreeSet<String>>,
+    /// Every account subject to ownership (all but the aggregate one).
+    known: watch::Sender<BTreeSet<String>>,
 }
 
 struct Reconciler {
     board: StatusBoard,
     shared: Arc<PumpShared>,
     cancel: CancellationToken,
+    /// Every account configured now: static, aggregate and the directory's.
+    specs: BTreeMap<String, Arc<AccountSpec>>,
     running: HashMap<String, Pump>,
     /// Names shown as `failed` because their directory could not be loaded.
     broken: HashSet<String>,
     /// Pumps being drained after removal or replacement.
     retiring: tokio::task::JoinSet<()>,
+    gate: Option<Gate>,
 }
 
 impl Reconciler {
@@ -123,13 +179,21 @@ impl Reconciler {
             .iter()
             .map(|a| (a.name.clone(), a.clone()))
             .collect();
-        for spec in fixed.values() {
-            self.start(Arc::new(spec.clone()));
-        }
+        self.specs = fixed
+            .iter()
+            .map(|(name, spec)| (name.clone(), Arc::new(spec.clone())))
+            .collect();
+        self.apply();
         if let Some(dir) = config.accounts_dir.clone() {
             self.watch_dir(dir, &fixed, config.resync_interval).await;
         } else {
-            self.cancel.cancelled().await;
+            let mut owned = self.gate.as_ref().map(|g| g.owned.clone());
+            loop {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => break,
+                    Ok(()) = owned_changed(&mut owned) => self.apply(),
+                }
+            }
         }
         let pumps: Vec<Pump> = self.running.drain().map(|(_, p)| p).collect();
         futures::future::join_all(pumps.into_iter().map(Pump::drain)).await;
@@ -158,6 +222,7 @@ impl Reconciler {
         // The first pass reads everything; later ones what changed.
         let mut pass = Pass::Changed;
         let mut resync_at = tokio::time::Instant::now();
+        let mut owned = self.gate.as_ref().map(|g| g.owned.clone());
         loop {
             if watcher.is_none() {
                 watcher = watch(&dir, changes_tx.clone(), dirty.clone());
@@ -175,22 +240,26 @@ impl Reconciler {
                 };
                 resync_at = tokio::time::Instant::now() + period.max(Duration::from_millis(100));
             }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(resync_at) => pass = Pass::Changed,
-                Some(()) = changes.recv() => {
-                    // Debounce: a rotation writes several files; apply them together.
-                    loop {
-                        tokio::select! {
-                            _ = self.cancel.cancelled() => return,
-                            _ = tokio::time::sleep(DEBOUNCE) => break,
-                            Some(()) = changes.recv() => {}
+            // Ownership changes apply at once; the directory is read again on its own events.
+            pass = loop {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return,
+                    Ok(()) = owned_changed(&mut owned) => self.apply(),
+                    _ = tokio::time::sleep_until(resync_at) => break Pass::Changed,
+                    Some(()) = changes.recv() => {
+                        // Debounce: a rotation writes several files; apply them together.
+                        loop {
+                            tokio::select! {
+                                _ = self.cancel.cancelled() => return,
+                                _ = tokio::time::sleep(DEBOUNCE) => break,
+                                Some(()) = changes.recv() => {}
+                            }
                         }
+                        let taken = std::mem::take(&mut *dirty.lock().expect("dirty lock"));
+                        break if taken.all { Pass::Changed } else { Pass::Named(taken.dirs) };
                     }
-                    let taken = std::mem::take(&mut *dirty.lock().expect("dirty lock"));
-                    pass = if taken.all { Pass::Changed } else { Pass::Named(taken.dirs) };
                 }
-            }
+            };
             while let Some(Ok(())) = self.retiring.try_join_next() {}
         }
     }
@@ -250,36 +319,12 @@ impl Reconciler {
                 wanted.insert(spec.name.clone(), spec);
             }
         }
-        // Removed directories: drain their accounts.
-        let gone: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(name, pump)| pump.spec.origin == Origin::Dir && !wanted.contains_key(*name))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            if let Some(pump) = self.running.remove(&name) {
-                info!(account = %name, "account directory removed; draining");
-                let board = self.board.clone();
-                let generation = pump.generation;
-                self.retiring.spawn(async move {
-                    pump.drain().await;
-                    board.retire(&name, generation);
-                });
-            }
+        for name in wanted.keys() {
+            self.broken.remove(name);
         }
-        // New and changed accounts.
-        for (name, spec) in wanted {
-            self.broken.remove(&name);
-            match self.running.get(&name) {
-                Some(pump) if pump.spec.fingerprint == spec.fingerprint => {}
-                Some(_) => {
-                    info!(account = %name, "account changed (meta.yaml or credentials); replacing its connection");
-                    self.replace(spec);
-                }
-                None => self.start(spec),
-            }
-        }
+        self.specs.retain(|_, spec| spec.origin != Origin::Dir);
+        self.specs.extend(wanted);
+        self.apply();
         // Broken directories: shown as failed, the others unaffected.
         let fixed_now: Vec<String> = self
             .broken
@@ -312,6 +357,67 @@ impl Reconciler {
         cache
     }
 
+    /// Brings the running pumps in line with `specs` and, with exclusive ownership, with the
+    /// accounts this replica owns: starts, replaces (changed fingerprint) and drains.
+    fn apply(&mut self) {
+        while let Some(Ok(())) = self.retiring.try_join_next() {}
+        // Removed directories: drain their accounts and forget them.
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|name| !self.specs.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(pump) = self.running.remove(&name) {
+                info!(account = %name, "account directory removed; draining");
+                let board = self.board.clone();
+                let generation = pump.generation;
+                self.retiring.spawn(async move {
+                    pump.drain().await;
+                    board.retire(&name, generation);
+                });
+            }
+        }
+        let owned = self.gate.as_ref().map(|g| g.owned.borrow().clone());
+        let specs: Vec<Arc<AccountSpec>> = self.specs.values().cloned().collect();
+        for spec in specs {
+            let mine = spec.origin == Origin::Aggregate
+                || owned
+                    .as_ref()
+                    .is_none_or(|owned| owned.contains(&spec.name));
+            if !mine {
+                if let Some(pump) = self.running.remove(&spec.name) {
+                    info!(account = %spec.name, "account owned by another replica now; draining");
+                    self.retiring.spawn(pump.drain());
+                }
+                self.board.standby(&spec);
+                continue;
+            }
+            match self.running.get(&spec.name) {
+                Some(pump) if pump.spec.fingerprint == spec.fingerprint => {}
+                Some(_) => {
+                    info!(account = %spec.name, "account changed (meta.yaml or credentials); replacing its connection");
+                    self.replace(spec);
+                }
+                None => self.start(spec),
+            }
+        }
+        if let Some(gate) = &self.gate {
+            let known: BTreeSet<String> = self
+                .specs
+                .values()
+                .filter(|spec| spec.origin != Origin::Aggregate)
+                .map(|spec| spec.name.clone())
+                .collect();
+            gate.known.send_if_modified(|current| {
+                let changed = *current != known;
+                *current = known;
+                changed
+            });
+        }
+    }
+
     /// Starts the new connection and drains the old one once the new one consumes, so a
     /// credential rotation has no gap.
     fn replace(&mut self, spec: Arc<AccountSpec>) {
@@ -327,6 +433,17 @@ impl Reconciler {
                 old.drain().await;
             });
         }
+    }
+}
+
+/// Resolves when the owned accounts change; never without exclusive ownership. An `Err` means
+/// the steward is gone (the source is stopping).
+async fn owned_changed(
+    owned: &mut Option<watch::Receiver<BTreeSet<String>>>,
+) -> Result<(), watch::error::RecvError> {
+    match owned {
+        Some(owned) => owned.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -50,6 +50,62 @@ pub struct PumpShared {
     /// Turns to connect and set up a consumer (`SETUPS_AT_ONCE`): thousands of accounts
     /// starting together otherwise swamp the server, time out and back off for many seconds.
     pub setup_slots: Arc<Semaphore>,
+    /// Which accounts have a pump task alive, draining ones included.
+    pub active: ActivePumps,
+}
+
+/// The accounts with a pump task alive (consuming, connecting or still settling after a drain
+/// began), so that an account's lease is kept until its last pump has ended.
+#[derive(Debug, Default, Clone)]
+pub struct ActivePumps {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Woken when an account's last pump ends.
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl ActivePumps {
+    /// Counts a pump of `account` until the returned guard drops.
+    fn enter(&self, account: &str) -> ActiveGuard {
+        *self
+            .counts
+            .lock()
+            .expect("active pumps lock")
+            .entry(account.to_owned())
+            .or_default() += 1;
+        ActiveGuard {
+            active: self.clone(),
+            account: account.to_owned(),
+        }
+    }
+
+    /// The accounts with a pump alive.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        let counts = self.counts.lock().expect("active pumps lock");
+        counts.keys().cloned().collect()
+    }
+
+    /// Resolves when some account's last pump ends.
+    pub async fn one_ended(&self) {
+        self.ended.notified().await;
+    }
+}
+
+struct ActiveGuard {
+    active: ActivePumps,
+    account: String,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut counts = self.active.counts.lock().expect("active pumps lock");
+        if let Some(count) = counts.get_mut(&self.account) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.account);
+                self.active.ended.notify_waiters();
+            }
+        }
+    }
 }
 
 /// Accounts connecting and verifying their consumer at the same time.
@@ -73,6 +129,7 @@ impl Pump {
         parent: &CancellationToken,
     ) -> Pump {
         let cancel = parent.child_token();
+        let alive = shared.active.enter(&spec.name);
         let generation = status.next_generation();
         status.set(generation, AccountState::Connecting, None);
         let (consuming_tx, consuming) = watch::channel(false);
@@ -84,7 +141,10 @@ impl Pump {
             cancel: cancel.clone(),
             consuming: consuming_tx,
         };
-        let task = tokio::spawn(supervisor.run());
+        let task = tokio::spawn(async move {
+            let _alive = alive;
+            supervisor.run().await;
+        });
         Pump {
             spec,
             generation,

@@ -21,14 +21,17 @@ pub enum AccountState {
     Consuming,
     Failed,
     Draining,
+    /// Owned by another replica (exclusive ownership): this one does not connect.
+    Standby,
 }
 
 impl AccountState {
-    pub const ALL: [AccountState; 4] = [
+    pub const ALL: [AccountState; 5] = [
         AccountState::Connecting,
         AccountState::Consuming,
         AccountState::Failed,
         AccountState::Draining,
+        AccountState::Standby,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +40,7 @@ impl AccountState {
             AccountState::Consuming => "consuming",
             AccountState::Failed => "failed",
             AccountState::Draining => "draining",
+            AccountState::Standby => "standby",
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct AccountStatusView {
     pub messages_received: u64,
     pub messages_rejected: u64,
     pub pending: u64,
+    /// The replica that holds the account's lease (exclusive ownership), else `None`.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug)]
@@ -135,7 +141,7 @@ impl AccountStatus {
         let mut current = self.state.lock().expect("status lock");
         // A recovered account keeps its last error visible until it consumes again.
         let error = match state {
-            AccountState::Consuming => None,
+            AccountState::Consuming | AccountState::Standby => None,
             _ => error.or_else(|| current.1.clone()),
         };
         let previous = current.0;
@@ -209,6 +215,7 @@ impl AccountStatus {
             messages_received: self.received.load(Ordering::Relaxed),
             messages_rejected: self.rejected.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed),
+            owner: None,
         }
     }
 }
@@ -245,6 +252,15 @@ impl StatusBoard {
                 accounts.insert(spec.name.clone(), status.clone());
                 status
             }
+        }
+    }
+
+    /// Shows the account `spec` names as owned by another replica, unless it already is.
+    pub fn standby(&self, spec: &AccountSpec) {
+        let status = self.account(spec);
+        if status.state() != AccountState::Standby {
+            let generation = status.next_generation();
+            status.set(generation, AccountState::Standby, None);
         }
     }
 
