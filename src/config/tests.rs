@@ -1215,7 +1215,7 @@ const DOCS: &str = include_str!("../../docs/configuration.md");
 #[test]
 fn docs_mention_every_env_var() {
     let names = Config::env_var_names();
-    assert_eq!(names.len(), 46, "{names:?}");
+    assert_eq!(names.len(), 47, "{names:?}");
     for name in names {
         assert!(
             DOCS.contains(&format!("`{name}`")),

@@ -34,7 +34,7 @@ struct Rig {
     receiver: Receiver,
     publishers: Vec<jetstream::Context>,
     names: Vec<String>,
-    _accounts_dir: TempDir,
+    accounts_dir: TempDir,
     env: Vec<(String, String)>,
 }
 
@@ -90,7 +90,7 @@ impl Rig {
             receiver,
             publishers,
             names,
-            _accounts_dir: accounts_dir,
+            accounts_dir: accounts_dir,
             env,
         }
     }
@@ -392,6 +392,19 @@ async fn a_joining_replica_gets_its_share_and_sigterm_hands_over() {
         twice, 0,
         "a handover settles its work: nothing is delivered twice"
     );
+
+    // An account removed from the directory leaves every replica, owner or not.
+    std::fs::remove_dir_all(rig.accounts_dir.path().join("t0")).unwrap();
+    wait_for(|| async {
+        for replica in [&a, &b] {
+            let accounts = get(&replica.serve, "/api/v1/nats/accounts").await?;
+            if accounts.as_array()?.iter().any(|acc| acc["name"] == "t0") {
+                return None;
+            }
+        }
+        (!rig.connections().await.contains_key("t0")).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -127,6 +127,7 @@ impl Steward {
             standing: standing_tx,
             held: BTreeSet::new(),
             valid_until: None,
+            leaving: false,
             marked_leaving: false,
         };
         let task = tokio::spawn(beats.run(leave.clone(), stop.clone()));
@@ -169,6 +170,9 @@ struct Beats {
     held: BTreeSet<String>,
     /// Until when the held leases surely run in the store.
     valid_until: Option<Instant>,
+    /// Handing over: the share is empty.
+    leaving: bool,
+    /// The store knows this replica is leaving.
     marked_leaving: bool,
 }
 
@@ -176,11 +180,11 @@ impl Beats {
     async fn run(mut self, leave: CancellationToken, stop: CancellationToken) {
         info!(replica = %self.me, "NATS account ownership: exclusive; this replica's id");
         loop {
-            let leaving = leave.is_cancelled();
+            self.leaving = leave.is_cancelled();
             let deadline = self.valid_until;
             tokio::select! {
                 _ = stop.cancelled() => break,
-                done = tokio::time::timeout(2 * RENEW_EVERY, self.beat(leaving)) => {
+                done = tokio::time::timeout(2 * RENEW_EVERY, self.beat()) => {
                     if let Err(elapsed) = done {
                         self.failed(format!("the store did not answer within {elapsed}"));
                     }
@@ -192,7 +196,7 @@ impl Beats {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {}
-                _ = leave.cancelled(), if !leaving => {}
+                _ = leave.cancelled(), if !self.leaving => {}
                 _ = self.active.one_ended() => {}
                 _ = self.known.changed() => {}
                 _ = sleep_until(deadline) => self.lose_all(),
@@ -206,12 +210,12 @@ impl Beats {
                 "releasing NATS account leases at exit failed ({err}); they run out by themselves"
             );
         }
-        self.publish(BTreeSet::new(), leave.is_cancelled());
+        self.publish(BTreeSet::new());
     }
 
-    async fn beat(&mut self, leaving: bool) {
+    async fn beat(&mut self) {
         let began = Instant::now();
-        if leaving && !self.marked_leaving {
+        if self.leaving && !self.marked_leaving {
             match self.book.leaving(&self.me).await {
                 Ok(()) => self.marked_leaving = true,
                 Err(err) => warn!("marking this replica as leaving failed: {err}"),
@@ -222,7 +226,7 @@ impl Beats {
             Err(err) => return self.failed(err),
         };
         metrics::gauge!("jetpost_nats_replicas_live").set(live.len() as f64);
-        let share: BTreeSet<String> = if leaving {
+        let share: BTreeSet<String> = if self.leaving {
             BTreeSet::new()
         } else {
             let known = self.known.borrow_and_update();
@@ -269,7 +273,7 @@ impl Beats {
         }
         let owned: BTreeSet<String> = held.intersection(&share).cloned().collect();
         self.held = held;
-        self.publish(owned, leaving);
+        self.publish(owned);
     }
 
     /// A beat failed: keep consuming until `valid_until` (the deadline arm of `run` stops it).
@@ -300,11 +304,10 @@ impl Beats {
                 .increment(self.held.len() as u64);
         }
         self.held.clear();
-        let leaving = self.standing.borrow().leaving;
-        self.publish(BTreeSet::new(), leaving);
+        self.publish(BTreeSet::new());
     }
 
-    fn publish(&mut self, owned: BTreeSet<String>, leaving: bool) {
+    fn publish(&mut self, owned: BTreeSet<String>) {
         metrics::gauge!("jetpost_nats_accounts_owned").set(owned.len() as f64);
         self.owned.send_if_modified(|current| {
             let changed = *current != owned;
@@ -312,7 +315,7 @@ impl Beats {
             changed
         });
         self.standing.send_replace(Standing {
-            leaving,
+            leaving: self.leaving,
             held: self.held.len(),
         });
     }

@@ -379,6 +379,18 @@ impl Reconciler {
                 });
             }
         }
+        // Accounts removed while another replica owned them were never running here.
+        for name in self.board.names() {
+            if !self.specs.contains_key(&name)
+                && !self.running.contains_key(&name)
+                && self
+                    .board
+                    .get(&name)
+                    .is_some_and(|a| a.state == AccountState::Standby)
+            {
+                self.board.remove(&name);
+            }
+        }
         let owned = self.gate.as_ref().map(|g| g.owned.borrow().clone());
         let specs: Vec<Arc<AccountSpec>> = self.specs.values().cloned().collect();
         for spec in specs {
