@@ -90,7 +90,7 @@ impl Rig {
             receiver,
             publishers,
             names,
-            accounts_dir: accounts_dir,
+            accounts_dir,
             env,
         }
     }
