@@ -10,7 +10,8 @@ use jetpost::source::nats::NatsSource;
 use crate::support::db::TestDb;
 use crate::support::nats::{operator_server, wait_until};
 use crate::support::pipeline::{
-    NOWHERE, account, ingest, provision, publish, source_config, stream_messages, webhook,
+    NOWHERE, account, ingest, install_account, provision, publish, source_config, stream_messages,
+    webhook,
 };
 use crate::support::serve::Serve;
 
@@ -189,14 +190,7 @@ async fn hostile_values_never_forge_a_log_line() {
     let server = operator_server(&["acme"]).await;
     let js = provision(&server, "acme").await;
     let accounts = tempfile::tempdir().unwrap();
-    let dir = accounts.path().join("acme");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(server.creds_path("acme").unwrap(), dir.join("user.creds")).unwrap();
-    std::fs::write(
-        dir.join("meta.yaml"),
-        "tenant_id: acme\nstream: EVENTS\nconsumer: jetpost\n",
-    )
-    .unwrap();
+    install_account(accounts.path(), &server, "acme");
     const FORGED: &str = r#"\r\n2026-01-01T00:00:00.000000Z  INFO jetpost: FORGED\u001b[2J"#;
     let hostile = [
         format!(r#"{{"data":{{}},"k{FORGED}":1,"k{FORGED}":2}}"#),

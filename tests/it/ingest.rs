@@ -14,7 +14,7 @@ use jetpost::store::{DeliveryStatus, EventFilter, PageRequest, Store};
 use crate::support::db::TestDb;
 use crate::support::nats::{LocalNatsServer, operator_server, wait_until};
 use crate::support::pipeline::{
-    NOWHERE, account, provision, publish, source_config, stream_messages,
+    NOWHERE, account, install_account, provision, publish, source_config, stream_messages,
 };
 use crate::support::serve::Serve;
 
@@ -286,14 +286,7 @@ async fn sigkill_during_a_burst_loses_nothing_and_duplicates_nothing() {
     let mut publishers = Vec::new();
     for name in accounts {
         publishers.push(provision(&server, name).await);
-        let dir = accounts_dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(server.creds_path(name).unwrap(), dir.join("user.creds")).unwrap();
-        std::fs::write(
-            dir.join("meta.yaml"),
-            format!("tenant_id: {name}\nstream: EVENTS\nconsumer: jetpost\n"),
-        )
-        .unwrap();
+        install_account(accounts_dir.path(), &server, name);
     }
     let env = [
         ("API_KEY", "test"),

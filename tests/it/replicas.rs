@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use crate::support::db::TestDb;
 use crate::support::http_client;
-use crate::support::nats::{AccountSpec, LocalNatsServer, PATIENCE, options};
-use crate::support::pipeline::{provision, webhook};
+use crate::support::nats::{AccountSpec, LocalNatsServer, PATIENCE, options, wait_until};
+use crate::support::pipeline::{install_account, provision, webhook};
 use crate::support::proxy::Proxy;
 use crate::support::receiver::Receiver;
 use crate::support::serve::Serve;
@@ -64,14 +64,7 @@ impl Rig {
             )
             .await;
             publishers.push(provision(&server, name).await);
-            let dir = accounts_dir.path().join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::copy(server.creds_path(name).unwrap(), dir.join("user.creds")).unwrap();
-            std::fs::write(
-                dir.join("meta.yaml"),
-                format!("tenant_id: {name}\nstream: EVENTS\nconsumer: jetpost\n"),
-            )
-            .unwrap();
+            install_account(accounts_dir.path(), &server, name);
         }
         store.close().await;
         let env = vec![
@@ -325,7 +318,10 @@ async fn three_replicas_consume_each_account_once_and_a_killed_ones_accounts_mov
 
     let publishing = rig.publish(PER_ACCOUNT);
     let total = PER_ACCOUNT * rig.names.len();
-    wait_for(|| async { (rig.receiver.requests().len() >= total / 3).then_some(()) }).await;
+    wait_until("a third of the events delivered", || async {
+        rig.receiver.requests().len() >= total / 3
+    })
+    .await;
     let status = c.serve.kill().await;
     assert!(!status.success(), "killed with SIGKILL");
     let killed = Instant::now();
@@ -363,7 +359,10 @@ async fn a_joining_replica_gets_its_share_and_sigterm_hands_over() {
     assert!(mine > 0, "the joining replica got no account: {owners:?}");
 
     let publishing = rig.publish(PER_ACCOUNT);
-    wait_for(|| async { (!rig.receiver.requests().is_empty()).then_some(()) }).await;
+    wait_until("the first event delivered", || async {
+        !rig.receiver.requests().is_empty()
+    })
+    .await;
     let status = c.serve.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
     // Handed over, not left to run out: c holds no lease and is marked leaving.

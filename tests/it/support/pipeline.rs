@@ -100,6 +100,19 @@ pub async fn webhook(store: &Store, tenant: &str, id: &str, topics: &[&str], url
         .unwrap();
 }
 
+/// Writes `name`'s directory into the accounts directory `root` as an operator would: its
+/// user's credentials and a `meta.yaml` for tenant `name`, stream `EVENTS`, consumer `jetpost`.
+pub fn install_account(root: &std::path::Path, server: &LocalNatsServer, name: &str) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(server.creds_path(name).unwrap(), dir.join("user.creds")).unwrap();
+    std::fs::write(
+        dir.join("meta.yaml"),
+        format!("tenant_id: {name}\nstream: {STREAM}\nconsumer: {CONSUMER}\n"),
+    )
+    .unwrap();
+}
+
 /// A URL nothing listens on: deliveries to it fail, which these tests do not look at.
 pub const NOWHERE: &str = "http://127.0.0.1:9/hook";
 
