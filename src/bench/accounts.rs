@@ -191,7 +191,7 @@ fn stage_account(staging: &Path, name: &str, creds: &Path) -> anyhow::Result<()>
 
 /// Stages an account directory and moves it into place in one rename, so jetpost never sees
 /// it half-written.
-fn install_account(
+pub(super) fn install_account(
     staging: &Path,
     accounts_dir: &Path,
     name: &str,

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod procstat;
 pub mod publish;
 pub mod receiver;
+pub mod replicas;
 pub mod report;
 pub mod rig;
 pub mod scenarios;
@@ -65,6 +66,14 @@ pub struct Sizes {
     pub publish_events: u64,
     /// Old finished events the retention scenario purges.
     pub retention_old_events: u64,
+    /// Idle accounts three replicas share in the replicas scenario's cost runs.
+    pub replica_accounts: usize,
+    /// Accounts of the replicas scenario's failover run, and how many replicas it kills.
+    pub failover_accounts: usize,
+    pub failover_kills: usize,
+    /// Tenants and events of the replicas scenario's throughput runs (1 and 3 replicas).
+    pub replica_tenants: usize,
+    pub replica_events: u64,
 }
 
 impl Sizes {
@@ -90,6 +99,11 @@ impl Sizes {
             destination_events: 20_000,
             publish_events: 50_000,
             retention_old_events: 1_000_000,
+            replica_accounts: 1_000,
+            failover_accounts: 1_000,
+            failover_kills: 10,
+            replica_tenants: 100,
+            replica_events: 20_000,
         }
     }
 
@@ -115,6 +129,11 @@ impl Sizes {
             destination_events: 5_000,
             publish_events: 5_000,
             retention_old_events: 100_000,
+            replica_accounts: 50,
+            failover_accounts: 30,
+            failover_kills: 2,
+            replica_tenants: 100,
+            replica_events: 2_000,
         }
     }
 
@@ -140,6 +159,11 @@ impl Sizes {
             destination_events: 100,
             publish_events: 200,
             retention_old_events: 1_000,
+            replica_accounts: 6,
+            failover_accounts: 6,
+            failover_kills: 1,
+            replica_tenants: 3,
+            replica_events: 100,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::db::{BenchDb, StoreChoice};
 use super::receiver::FastReceiver;
 use super::tally::Tally;
 use crate::app::{self, Migrations};
-use crate::config::{AccountConfig, Config, DatabaseUrl, Secret};
+use crate::config::{AccountConfig, Config, DatabaseUrl, Ownership, Secret};
 use crate::local_nats::{AccountSpec, LocalNatsServer, NatsServerBinary, ServerOptions};
 use crate::source::nats::topology::{self, Declaration};
 use crate::store::{Credentials, NewDestination, Store};
@@ -252,10 +252,12 @@ impl Service {
 }
 
 /// `jetpost serve` as a child process watching an accounts directory (the accounts-at-scale
-/// scenario), so that its memory and CPU are its own, not mixed with the harness's.
+/// and replicas scenarios), so that its memory and CPU are its own, not mixed with the
+/// harness's. Killed (SIGKILL) when dropped.
 pub struct ChildService {
     child: tokio::process::Child,
     pid: u32,
+    port: u16,
     _config_dir: tempfile::TempDir,
 }
 
@@ -266,6 +268,18 @@ impl ChildService {
         nats_url: &str,
         db_url: &str,
         accounts_dir: PathBuf,
+    ) -> anyhow::Result<ChildService> {
+        ChildService::start_with(exe, nats_url, db_url, accounts_dir, None).await
+    }
+
+    /// `start`, with `PUBLISH_NATS_OWNERSHIP` set to `ownership` when given (replicas sharing
+    /// one Postgres store; unset: jetpost's default for the store).
+    pub async fn start_with(
+        exe: &std::path::Path,
+        nats_url: &str,
+        db_url: &str,
+        accounts_dir: PathBuf,
+        ownership: Option<Ownership>,
     ) -> anyhow::Result<ChildService> {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -290,12 +304,17 @@ impl ChildService {
             .tempdir()?;
         let path = config_dir.path().join("jetpost.yaml");
         std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
-        let child = tokio::process::Command::new(exe)
+        let mut command = tokio::process::Command::new(exe);
+        command
             .arg("serve")
             .arg("--config")
             .arg(&path)
             // Outpost's env names would override the file.
-            .env_clear()
+            .env_clear();
+        if let Some(ownership) = ownership {
+            command.env("PUBLISH_NATS_OWNERSHIP", ownership.to_string());
+        }
+        let child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -305,6 +324,7 @@ impl ChildService {
         let mut service = ChildService {
             child,
             pid,
+            port,
             _config_dir: config_dir,
         };
         let url = format!("http://127.0.0.1:{port}/healthz");
@@ -332,6 +352,19 @@ impl ChildService {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// `http://<address>` of its API, and its API key.
+    pub fn api(&self) -> (String, &'static str) {
+        (format!("http://127.0.0.1:{}", self.port), API_KEY)
+    }
+
+    /// SIGKILL: no hand-over, no drain, as when a replica's machine dies.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing jetpost serve (pid {})", self.pid))
     }
 
     /// SIGTERM (graceful drain), then SIGKILL if it is still there after 30 s.

@@ -2,15 +2,19 @@
 //! issue's targets. A scenario that fails reports its error as a row; the others still run.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::bridge;
 use super::destinations::Sink;
 use super::flow::{self, FlowResult};
 use super::limits::{self, Limits};
-use super::report::{LatencySeries, Row};
+use super::replicas::{self, Cost, Failover, REPLICAS};
+use super::report::{LatencySeries, Row, number};
 use super::rig::BenchEnv;
 use super::{Sizes, StoreChoice, accounts, store_ingest};
+use crate::config::Ownership;
 
 /// One benchmark scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,9 @@ pub enum Scenario {
     Publish,
     /// Latency at half load while a retention purge deletes an old log, beside it kept.
     Retention,
+    /// Three `jetpost serve` replicas on one Postgres store: shared against exclusive account
+    /// ownership, failover and join times, throughput on one replica and on three.
+    Replicas,
 }
 
 /// The low steady rate whose CPU per event the latency scenario compares with saturation's.
@@ -44,7 +51,7 @@ const STEADY_RATE: f64 = 500.0;
 const PUBLISH_CALLERS: usize = 32;
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Limits,
         Scenario::Store,
         Scenario::Throughput,
@@ -55,6 +62,7 @@ impl Scenario {
         Scenario::Destinations,
         Scenario::Publish,
         Scenario::Retention,
+        Scenario::Replicas,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +77,7 @@ impl Scenario {
             Scenario::Destinations => "destinations",
             Scenario::Publish => "publish",
             Scenario::Retention => "retention",
+            Scenario::Replicas => "replicas",
         }
     }
 }
@@ -146,6 +155,7 @@ impl Run {
             Scenario::Destinations => self.destinations().await,
             Scenario::Publish => self.publish().await,
             Scenario::Retention => self.retention().await,
+            Scenario::Replicas => self.replicas(postgres_url).await,
         };
         if let Err(err) = result {
             self.say(format_args!("{scenario}: failed: {err:#}"));
@@ -733,5 +743,280 @@ impl Run {
             ));
         }
         Ok(())
+    }
+
+    /// Replicas on one Postgres store, whatever `--store` says (exclusive ownership keeps its
+    /// leases there): the cost of shared against exclusive ownership, failover and join times,
+    /// and throughput on one replica and on three. A part that fails reports its error as a
+    /// row; the others still run.
+    async fn replicas(&mut self, postgres_url: Option<&str>) -> anyhow::Result<()> {
+        let jetpost = self.env.jetpost_exe.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the replicas scenario runs `jetpost serve`, but no jetpost executable was given"
+            )
+        })?;
+        let url = postgres_url.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the replicas scenario needs Postgres (replicas share their accounts through \
+                 it); run it without --no-postgres"
+            )
+        })?;
+        let postgres = StoreChoice::Postgres(url.to_owned());
+        let result = self.replica_cost(&postgres, &jetpost).await;
+        self.push_part("connections and nats-server cost", result);
+        let result = self.replica_failover(&postgres, &jetpost).await;
+        self.push_part("failover", result);
+        let result = self.replica_throughput(&postgres, &jetpost).await;
+        self.push_part("throughput", result);
+        Ok(())
+    }
+
+    /// A row saying that a part of the replicas scenario failed, and why.
+    fn push_part(&mut self, part: &str, result: anyhow::Result<()>) {
+        if let Err(err) = result {
+            self.say(format_args!("replicas: {part} failed: {err:#}"));
+            self.rows.push(
+                Row::new("replicas", format!("{part}: failed"), None, "")
+                    .note(format!("{err:#}").replace('|', "/")),
+            );
+        }
+    }
+
+    /// The same idle accounts on three replicas, shared and then exclusive.
+    async fn replica_cost(&mut self, postgres: &StoreChoice, jetpost: &Path) -> anyhow::Result<()> {
+        let (accounts, window) = (self.sizes.replica_accounts, self.sizes.idle_window);
+        let mut shared: Option<Cost> = None;
+        for ownership in [Ownership::Shared, Ownership::Exclusive] {
+            self.say(format_args!(
+                "replicas: {REPLICAS} replicas, {accounts} idle accounts, {ownership}"
+            ));
+            let cost = replicas::cost(
+                &self.env,
+                postgres,
+                accounts,
+                ownership,
+                window,
+                jetpost,
+                &|line| self.say(line),
+            )
+            .await?;
+            self.push_cost(&cost, shared.as_ref());
+            shared.get_or_insert(cost);
+        }
+        Ok(())
+    }
+
+    /// One cost run's rows; the exclusive run's beside the shared one's.
+    fn push_cost(&mut self, c: &Cost, shared: Option<&Cost>) {
+        let what = format!(
+            "{} replicas × {} idle accounts, {}",
+            c.replicas,
+            count(c.accounts),
+            c.ownership
+        );
+        let window = self.sizes.idle_window.as_secs();
+        let beside = |row: Row, value: fn(&Cost) -> Option<f64>, unit: &str| match shared {
+            Some(shared) => row.against("shared, same accounts", value(shared), unit),
+            None => row,
+        };
+        let (expected, each) = match c.ownership {
+            Ownership::Shared => (c.replicas * c.accounts, "one per replica and account"),
+            Ownership::Exclusive => (c.accounts, "one per account"),
+        };
+        let expected = expected as f64;
+        let connections = Row::new(
+            "replicas",
+            format!("{what}: nats-server connections"),
+            Some(c.connections as f64),
+            "connections",
+        )
+        .target(format!("= {} ({each})", count(expected as usize)), |r| {
+            r.value.map(|v| v == expected)
+        });
+        self.rows.push(beside(
+            connections,
+            |s| Some(s.connections as f64),
+            "connections",
+        ));
+        let mut connected = Row::new(
+            "replicas",
+            format!("{what}: written to accounts_dir → all connected"),
+            c.connecting.map(|d| d.as_secs_f64()),
+            "s",
+        );
+        if c.connecting.is_none() {
+            connected = connected.note("not all connected in time");
+        } else if c.ownership == Ownership::Exclusive {
+            connected = connected.note("and each consuming on its rendezvous owner only");
+        }
+        self.rows.push(connected);
+        let mib = |bytes: Option<u64>| bytes.map(|b| b as f64 / (1024.0 * 1024.0));
+        let rows = [
+            (
+                "nats-server RSS".to_owned(),
+                mib(c.server_rss),
+                "MiB",
+                (|s: &Cost| s.server_rss.map(|b| b as f64 / (1024.0 * 1024.0)))
+                    as fn(&Cost) -> Option<f64>,
+            ),
+            (
+                format!("nats-server CPU over {window} s"),
+                c.server_idle_cpu_percent,
+                "% of a core",
+                |s: &Cost| s.server_idle_cpu_percent,
+            ),
+            (
+                format!("jetpost RSS, {} processes summed", c.replicas),
+                mib(c.jetpost_rss),
+                "MiB",
+                |s: &Cost| s.jetpost_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+            ),
+            (
+                format!(
+                    "jetpost CPU over {window} s, {} processes summed",
+                    c.replicas
+                ),
+                c.jetpost_idle_cpu_percent,
+                "% of a core",
+                |s: &Cost| s.jetpost_idle_cpu_percent,
+            ),
+        ];
+        for (metric, value, unit, of_shared) in rows {
+            let row = Row::new("replicas", format!("{what}: {metric}"), value, unit);
+            self.rows.push(beside(row, of_shared, unit));
+        }
+    }
+
+    /// Kills and replacements among three exclusive replicas.
+    async fn replica_failover(
+        &mut self,
+        postgres: &StoreChoice,
+        jetpost: &Path,
+    ) -> anyhow::Result<()> {
+        let (accounts, kills) = (self.sizes.failover_accounts, self.sizes.failover_kills);
+        self.say(format_args!(
+            "replicas: failover, {REPLICAS} replicas, {accounts} accounts, {kills} kills"
+        ));
+        let failover = replicas::failover(&self.env, postgres, accounts, kills, jetpost, &|line| {
+            self.say(line)
+        })
+        .await?;
+        self.push_failover(&failover);
+        Ok(())
+    }
+
+    /// The failover percentiles and the mean join, against the issue's bounds.
+    fn push_failover(&mut self, f: &Failover) {
+        let settled = f.failovers.count();
+        let complete = settled == f.kills && f.unsettled.is_none();
+        let seconds = |ms: Option<f64>| ms.map(|ms| ms / 1000.0);
+        let context = format!(
+            "{REPLICAS} exclusive replicas, {} accounts; {settled} of {} kills settled; polled \
+             every 250 ms",
+            count(f.accounts),
+            f.kills
+        );
+        let what = "SIGKILL one replica → every account consuming on a survivor";
+        self.rows.push(
+            Row::new(
+                "replicas",
+                format!("{what}, p50"),
+                seconds(f.failovers.percentile_ms(50.0)),
+                "s",
+            )
+            .note(context),
+        );
+        let mut p99 = Row::new(
+            "replicas",
+            format!("{what}, p99"),
+            seconds(f.failovers.percentile_ms(99.0)),
+            "s",
+        )
+        .target("≤ 10 s", |r| r.value.map(|v| v <= 10.0 && complete));
+        if let Some(why) = &f.unsettled {
+            p99 = p99.note(why.replace('|', "/"));
+        }
+        self.rows.push(p99);
+        self.rows.push(Row::new(
+            "replicas",
+            format!("{what}, max"),
+            seconds(f.failovers.max_ms()),
+            "s",
+        ));
+        self.rows.push(
+            Row::new(
+                "replicas",
+                "accounts seen with two jetpost connections at once (kills and joins)",
+                Some(f.doubled as f64),
+                "accounts",
+            )
+            .target("0", |r| r.value.map(|v| v == 0.0))
+            .note("/connz polled every 250 ms: a shorter overlap is not seen"),
+        );
+        let joins = &f.joins;
+        let mean = (!joins.is_empty())
+            .then(|| joins.iter().map(Duration::as_secs_f64).sum::<f64>() / joins.len() as f64);
+        let max = joins.iter().max().map_or(0.0, Duration::as_secs_f64);
+        self.rows.push(
+            Row::new(
+                "replicas",
+                "replacement started → its share consuming (balanced again), mean",
+                mean,
+                "s",
+            )
+            .target("≤ 30 s", |r| r.value.map(|v| v <= 30.0 && complete))
+            .note(format!(
+                "{} joins, max {max:.1} s; includes the process's start",
+                joins.len()
+            )),
+        );
+    }
+
+    /// The same burst over the same tenants on one exclusive replica, then on three.
+    async fn replica_throughput(
+        &mut self,
+        postgres: &StoreChoice,
+        jetpost: &Path,
+    ) -> anyhow::Result<()> {
+        let (tenants, events) = (self.sizes.replica_tenants, self.sizes.replica_events);
+        let mut one_replica = None;
+        for size in [1, REPLICAS] {
+            self.say(format_args!(
+                "replicas: throughput, {tenants} tenants on {size} replica(s)"
+            ));
+            let result =
+                replicas::throughput(&self.env, postgres, tenants, events, size, jetpost).await?;
+            let rate = result.throughput.map(|t| t.per_second);
+            let mut row = Row::new(
+                "replicas",
+                format!(
+                    "{tenants} tenants, {} events on {size} exclusive replica{} \
+                     (Postgres), first publish → last webhook",
+                    count(events as usize),
+                    if size == 1 { "" } else { "s" }
+                ),
+                rate,
+                "events/s",
+            );
+            if size == 1 {
+                one_replica = rate;
+            } else {
+                row = row.against("1 replica", one_replica, "events/s");
+            }
+            if let Some(note) = result.shortfall() {
+                row = row.note(note);
+            }
+            self.rows.push(row);
+        }
+        Ok(())
+    }
+}
+
+/// A count for a metric's words: thousands separated, no decimals.
+fn count(n: usize) -> String {
+    if n >= 1000 {
+        number(n as f64)
+    } else {
+        n.to_string()
     }
 }

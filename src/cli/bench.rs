@@ -15,7 +15,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (repeatable): limits, store, throughput, latency, fairness,
-    /// slow-endpoint, accounts, destinations, publish, retention. Default: all.
+    /// slow-endpoint, accounts, destinations, publish, retention, replicas. Default: all.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<Scenario>,
     /// The store jetpost runs on in the end-to-end scenarios.
@@ -33,7 +33,8 @@ pub struct BenchArgs {
     /// 200 with --quick).
     #[arg(long, value_name = "N,…", value_delimiter = ',')]
     accounts: Vec<usize>,
-    /// Skip the store scenario's Postgres run (when no Postgres is at hand).
+    /// Skip the store scenario's Postgres run (when no Postgres is at hand); the replicas
+    /// scenario, which needs Postgres, then reports an error.
     #[arg(long)]
     no_postgres: bool,
     /// Also write the report as JSON to this file.

@@ -145,3 +145,31 @@ async fn a_tiny_retention_run_purges_the_old_log_on_both_stores() {
         );
     }
 }
+
+/// The replicas scenario runs `jetpost serve` replicas on Postgres: shared and exclusive
+/// ownership, a kill and a join, and throughput on one and three replicas all give results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_replicas_run_measures_ownership_failover_and_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(vec![Scenario::Replicas], dir.path());
+    options.postgres_url = Some(crate::support::db::postgres_admin_url());
+    let report = bench::run(options).await.unwrap();
+    let failed: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.value.is_none() || r.pass == Some(false))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let value = |metric: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.metric.contains(metric))
+            .and_then(|r| r.value)
+            .unwrap_or_else(|| panic!("no row {metric:?}: {:#?}", report.rows))
+    };
+    let accounts = Sizes::tiny().replica_accounts as f64;
+    assert_eq!(value("shared: nats-server connections"), 3.0 * accounts);
+    assert_eq!(value("exclusive: nats-server connections"), accounts);
+    assert_eq!(value("two jetpost connections at once"), 0.0);
+}
