@@ -22,7 +22,7 @@ use crate::ingest::{Ingest, IngestOptions};
 use crate::retention::RetentionHealth;
 use crate::routing::{RoutingCache, follow_replicas};
 use crate::source::IngestSink;
-use crate::source::nats::leases::{Exclusive, LeaseBook, new_replica_id};
+use crate::source::nats::leases::{Beat, Exclusive, LeaseBook, new_replica_id};
 use crate::source::nats::{NatsSource, NatsSourceConfig};
 use crate::store::{BackendKind, PurgeOptions, Store};
 
@@ -196,10 +196,14 @@ impl LeaseBook for StoreLeases {
         &'a self,
         replica: &'a str,
         lease: Duration,
-    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    ) -> BoxFuture<'a, Result<Beat, String>> {
         Box::pin(async move {
-            let live = self.0.replica_heartbeat(replica, lease).await;
-            live.map_err(|e| e.to_string())
+            let beat = self.0.replica_heartbeat(replica, lease).await;
+            beat.map(|b| Beat {
+                live: b.live,
+                first_expiry: b.first_expiry,
+            })
+            .map_err(|e| e.to_string())
         })
     }
 

@@ -38,8 +38,8 @@ pub use self::model::{
     AccountLease, Attempt, AttemptCompletion, AttemptFilter, AttemptRecorded, AttemptStatus,
     ClaimRequest, ClaimedDelivery, Credentials, Delivery, DeliveryOutcome, DeliveryStatus,
     Destination, DestinationFilter, DestinationTimes, Event, EventFilter, InsertOutcome, Lease,
-    Metadata, NewAttempt, NewDestination, NewEvent, NewLease, ReplicaLease, Tenant, TenantFilter,
-    TimeRange, Upserted,
+    Metadata, NewAttempt, NewDestination, NewEvent, NewLease, ReplicaBeat, ReplicaLease, Tenant,
+    TenantFilter, TimeRange, Upserted,
 };
 pub use self::page::{ByteBudget, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, SortDir};
 
@@ -205,9 +205,8 @@ impl Store {
         }
     }
 
-    /// Renews this replica's lease for `lease` and returns the live replicas' ids, sorted
-    /// (Postgres only).
-    pub async fn replica_heartbeat(&self, replica: &str, lease: Duration) -> Result<Vec<String>> {
+    /// Renews this replica's lease for `lease` and returns the live replicas (Postgres only).
+    pub async fn replica_heartbeat(&self, replica: &str, lease: Duration) -> Result<ReplicaBeat> {
         self.replicas_store()?
             .replica_heartbeat(replica, lease)
             .await

@@ -390,6 +390,15 @@ mod tests {
     }
 }
 
+/// What a replica's heartbeat returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaBeat {
+    /// The live replicas' ids, sorted.
+    pub live: Vec<String>,
+    /// How soon the first of the other live replicas' leases runs out unless renewed.
+    pub first_expiry: Option<std::time::Duration>,
+}
+
 /// A replica of `jetpost serve` sharing a Postgres store, as its heartbeats left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReplicaLease {

@@ -24,27 +24,37 @@ async fn store(db: &TestDb) -> Store {
 async fn heartbeats_list_the_live_replicas_without_the_leaving_or_the_silent() {
     let db = TestDb::postgres().await;
     let store = store(&db).await;
-    assert_eq!(store.replica_heartbeat("r-b", LONG).await.unwrap(), ["r-b"]);
     assert_eq!(
-        store.replica_heartbeat("r-a", LONG).await.unwrap(),
+        store.replica_heartbeat("r-b", LONG).await.unwrap().live,
+        ["r-b"]
+    );
+    assert_eq!(
+        store.replica_heartbeat("r-a", LONG).await.unwrap().live,
         ["r-a", "r-b"]
     );
     // r-c beats once with a short lease, then goes silent.
     store.replica_heartbeat("r-c", SHORT).await.unwrap();
-    assert_eq!(
-        store.replica_heartbeat("r-a", LONG).await.unwrap(),
-        ["r-a", "r-b", "r-c"]
-    );
+    let beat = store.replica_heartbeat("r-a", LONG).await.unwrap();
+    assert_eq!(beat.live, ["r-a", "r-b", "r-c"]);
+    // The soonest of the others' leases to run out is r-c's: r-a beats again then.
+    let first = beat.first_expiry.expect("other replicas are live");
+    assert!(first > Duration::ZERO && first <= SHORT, "{first:?}");
     tokio::time::sleep(SHORT + Duration::from_millis(100)).await;
     assert_eq!(
-        store.replica_heartbeat("r-a", LONG).await.unwrap(),
+        store.replica_heartbeat("r-a", LONG).await.unwrap().live,
         ["r-a", "r-b"]
     );
 
     // A leaving replica is no longer counted, by the others or by its own beats.
     store.replica_leaving("r-b").await.unwrap();
-    assert_eq!(store.replica_heartbeat("r-a", LONG).await.unwrap(), ["r-a"]);
-    assert_eq!(store.replica_heartbeat("r-b", LONG).await.unwrap(), ["r-a"]);
+    assert_eq!(
+        store.replica_heartbeat("r-a", LONG).await.unwrap().live,
+        ["r-a"]
+    );
+    assert_eq!(
+        store.replica_heartbeat("r-b", LONG).await.unwrap().live,
+        ["r-a"]
+    );
 
     let view = store.replica_leases().await.unwrap();
     let ids: Vec<&str> = view.iter().map(|r| r.id.as_str()).collect();

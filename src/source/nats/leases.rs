@@ -5,7 +5,8 @@
 //! Every `RENEW_EVERY` the steward renews this replica's lease, which lists the live replicas;
 //! computes its share with rendezvous hashing (`ownership::share_of`); and takes or renews the
 //! leases of its share plus every account it still has a pump for (a draining pump keeps its
-//! lease until it has settled). It consumes an account only while it holds the account's lease.
+//! lease until it has settled). While part of its share is still held by another replica it
+//! beats every `WAITING_EVERY` instead, to take those accounts soon after they are free. It consumes an account only while it holds the account's lease.
 //! An account it no longer holds or wants is released once its last pump has ended, and the
 //! replica it now belongs to takes it on its next beat.
 //!
@@ -32,19 +33,34 @@ use super::pump::ActivePumps;
 pub const LEASE: Duration = Duration::from_secs(6);
 /// How often the steward renews; three chances before a lease runs out.
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How often it beats while part of its share is held by another replica (that has died, or
+/// is letting go): the account moves this soon after that lease ends.
+const WAITING_EVERY: Duration = Duration::from_millis(500);
+/// How long after another replica's lease should have run out the steward looks again.
+const EXPIRY_SLACK: Duration = Duration::from_millis(100);
 /// How long before its leases could run out a replica that cannot renew them stops pulling.
 /// Its clock started before the store's (`valid_until` is measured from before the request), so
 /// this only has to cover stopping the pull loops.
 const MARGIN: Duration = Duration::from_secs(1);
 
+/// What a heartbeat returns.
+#[derive(Debug, Clone, Default)]
+pub struct Beat {
+    /// The live replicas' ids.
+    pub live: Vec<String>,
+    /// How soon the first other live replica's lease runs out unless renewed: a replica that
+    /// died. The next beat comes then, so its accounts move as soon as they are free.
+    pub first_expiry: Option<Duration>,
+}
+
 /// Where leases are kept: the store, in the service (see `app`).
 pub trait LeaseBook: Send + Sync + 'static {
-    /// Renews `replica`'s lease and returns the live replicas' ids.
+    /// Renews `replica`'s lease and returns the live replicas.
     fn heartbeat<'a>(
         &'a self,
         replica: &'a str,
         lease: Duration,
-    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    ) -> BoxFuture<'a, Result<Beat, String>>;
     /// Marks `replica` as leaving: the others stop counting it live.
     fn leaving<'a>(&'a self, replica: &'a str) -> BoxFuture<'a, Result<(), String>>;
     /// Takes or renews the leases of `accounts` that are free, run out or `replica`'s own;
@@ -128,6 +144,8 @@ impl Steward {
             held: BTreeSet::new(),
             valid_until: None,
             leaving: false,
+            waiting: false,
+            next_expiry: None,
             marked_leaving: false,
         };
         let task = tokio::spawn(beats.run(leave.clone(), stop.clone()));
@@ -172,6 +190,10 @@ struct Beats {
     valid_until: Option<Instant>,
     /// Handing over: the share is empty.
     leaving: bool,
+    /// Part of the share is held by another replica.
+    waiting: bool,
+    /// When the first other live replica's lease runs out unless renewed.
+    next_expiry: Option<Instant>,
     /// The store knows this replica is leaving.
     marked_leaving: bool,
 }
@@ -191,7 +213,14 @@ impl Beats {
                 }
                 _ = sleep_until(deadline) => self.lose_all(),
             }
-            let next = Instant::now() + RENEW_EVERY;
+            let pace = if self.waiting {
+                WAITING_EVERY
+            } else {
+                RENEW_EVERY
+            };
+            let next = self
+                .next_expiry
+                .map_or(Instant::now() + pace, |at| at.min(Instant::now() + pace));
             let deadline = self.valid_until;
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -221,10 +250,12 @@ impl Beats {
                 Err(err) => warn!("marking this replica as leaving failed: {err}"),
             }
         }
-        let live = match self.book.heartbeat(&self.me, LEASE).await {
-            Ok(live) => live,
+        let Beat { live, first_expiry } = match self.book.heartbeat(&self.me, LEASE).await {
+            Ok(beat) => beat,
             Err(err) => return self.failed(err),
         };
+        // Just after the lease runs out, unless renewed in between (then it beats as usual).
+        self.next_expiry = first_expiry.map(|left| began + left + EXPIRY_SLACK);
         metrics::gauge!("jetpost_nats_replicas_live").set(live.len() as f64);
         let share: BTreeSet<String> = if self.leaving {
             BTreeSet::new()
@@ -272,6 +303,7 @@ impl Beats {
                 .increment(released.len() as u64);
         }
         let owned: BTreeSet<String> = held.intersection(&share).cloned().collect();
+        self.waiting = owned.len() < share.len();
         self.held = held;
         self.publish(owned);
     }
@@ -279,6 +311,9 @@ impl Beats {
     /// A beat failed: keep consuming until `valid_until` (the deadline arm of `run` stops it).
     fn failed(&mut self, err: String) {
         metrics::counter!("jetpost_nats_lease_renewals_total", "result" => "failed").increment(1);
+        // Back to the normal pace: a store that does not answer is not asked faster.
+        self.waiting = false;
+        self.next_expiry = None;
         warn!(
             replica = %self.me,
             "renewing NATS account leases failed: {err}; consuming the owned accounts until their leases could run out"

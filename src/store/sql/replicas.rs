@@ -10,7 +10,7 @@ use sqlx::Postgres;
 use super::SqlStore;
 use super::rows::RowExt as _;
 use crate::store::error::{Result, db_error};
-use crate::store::model::{AccountLease, ReplicaLease};
+use crate::store::model::{AccountLease, ReplicaBeat, ReplicaLease};
 
 /// A lease's length in milliseconds, as the statements bind it.
 fn millis(lease: Duration) -> f64 {
@@ -19,9 +19,9 @@ fn millis(lease: Duration) -> f64 {
 
 impl SqlStore<Postgres> {
     /// Renews `replica`'s lease for `lease` (registering it on its first beat) and returns the
-    /// live replicas' ids, sorted: those whose lease runs and that are not leaving, this one
-    /// included unless it is leaving.
-    pub async fn replica_heartbeat(&self, replica: &str, lease: Duration) -> Result<Vec<String>> {
+    /// live replicas: those whose lease runs and that are not leaving, this one included unless
+    /// it is leaving; and how soon the first of the others' leases runs out unless renewed.
+    pub async fn replica_heartbeat(&self, replica: &str, lease: Duration) -> Result<ReplicaBeat> {
         let op = "renew the replica's lease";
         // A replica that stopped renewing stays in the replicas view for an hour.
         sqlx::query("DELETE FROM replicas WHERE expires_at < now() - interval '1 hour'")
@@ -34,9 +34,10 @@ impl SqlStore<Postgres> {
                  VALUES ($1, now(), now(), now() + $2 * interval '1 millisecond') \
                  ON CONFLICT (id) DO UPDATE \
                  SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at \
-                 RETURNING id, leaving) \
-             SELECT id FROM replicas WHERE expires_at > now() AND NOT leaving AND id <> $1 \
-             UNION SELECT id FROM beat WHERE NOT leaving \
+                 RETURNING id, leaving, expires_at) \
+             SELECT id, (extract(epoch FROM expires_at - now()) * 1000)::bigint AS left_ms \
+             FROM replicas WHERE expires_at > now() AND NOT leaving AND id <> $1 \
+             UNION SELECT id, 0 FROM beat WHERE NOT leaving \
              ORDER BY id",
         )
         .bind(replica)
@@ -44,7 +45,16 @@ impl SqlStore<Postgres> {
         .fetch_all(&self.writer)
         .await
         .map_err(db_error(op))?;
-        rows.iter().map(|r| r.text("id")).collect()
+        let mut beat = ReplicaBeat::default();
+        for row in &rows {
+            let id = row.text("id")?;
+            if id != replica {
+                let left = Duration::from_millis(row.int("left_ms")?.max(0) as u64);
+                beat.first_expiry = Some(beat.first_expiry.map_or(left, |f| f.min(left)));
+            }
+            beat.live.push(id);
+        }
+        Ok(beat)
     }
 
     /// Marks `replica` as leaving: the others no longer count it live and compute their
