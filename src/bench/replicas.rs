@@ -158,14 +158,7 @@ pub async fn failover(
     let mut fleet =
         Fleet::prepare(env, postgres, names, Ownership::Exclusive, jetpost, None).await?;
     fleet.write_accounts().await?;
-    let started = Instant::now();
-    for _ in 0..REPLICAS {
-        fleet.start_replica().await?;
-    }
-    fleet
-        .wait_balanced(started, CONNECT_PATIENCE)
-        .await
-        .map_err(|why| anyhow::anyhow!("the first {REPLICAS} replicas never balanced: {why}"))?;
+    fleet.start_balanced(REPLICAS).await?;
 
     let (mut failovers, mut joins, mut unsettled) = (Vec::new(), Vec::new(), None);
     for kill in 0..kills {
@@ -236,14 +229,7 @@ pub async fn throughput(
     )
     .await?;
     fleet.write_accounts().await?;
-    let started = Instant::now();
-    for _ in 0..replicas {
-        fleet.start_replica().await?;
-    }
-    fleet
-        .wait_balanced(started, CONNECT_PATIENCE)
-        .await
-        .map_err(|why| anyhow::anyhow!("the accounts never balanced over {replicas}: {why}"))?;
+    fleet.start_balanced(replicas).await?;
 
     let parts: Vec<(String, Range<u64>)> =
         names.into_iter().zip(split(0, events, tenants)).collect();
@@ -397,6 +383,18 @@ impl Fleet {
             Ownership::Exclusive => Some(self.replica_id(&service).await?),
         };
         self.replicas.push(Replica { service, id });
+        Ok(())
+    }
+
+    /// Starts `replicas` replicas on the written accounts and waits until they are balanced.
+    async fn start_balanced(&mut self, replicas: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        for _ in 0..replicas {
+            self.start_replica().await?;
+        }
+        self.wait_balanced(started, CONNECT_PATIENCE)
+            .await
+            .map_err(|why| anyhow::anyhow!("the accounts never balanced over {replicas}: {why}"))?;
         Ok(())
     }
 
@@ -592,11 +590,19 @@ impl Fleet {
     }
 
     async fn monitor_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.monitoring);
+        self.get_json(self.http.get(format!("{}{path}", self.monitoring)))
+            .await
+    }
+
+    /// Sends `request` (with the request timeout) and reads its JSON answer.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let request = request.timeout(REQUEST_TIMEOUT).build()?;
+        let url = request.url().to_string();
         self.http
-            .get(&url)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+            .execute(request)
             .await
             .and_then(reqwest::Response::error_for_status)
             .with_context(|| format!("GET {url}"))?
@@ -615,18 +621,8 @@ impl Fleet {
         path: &str,
     ) -> anyhow::Result<T> {
         let (api, key) = service.api();
-        let url = format!("{api}{path}");
-        self.http
-            .get(&url)
-            .bearer_auth(key)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
+        self.get_json(self.http.get(format!("{api}{path}")).bearer_auth(key))
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("GET {url}"))?
-            .json()
-            .await
-            .with_context(|| format!("reading {url}"))
     }
 }
 

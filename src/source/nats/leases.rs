@@ -257,22 +257,25 @@ impl Beats {
         // Just after the lease runs out, unless renewed in between (then it beats as usual).
         self.next_expiry = first_expiry.map(|left| began + left + EXPIRY_SLACK);
         metrics::gauge!("jetpost_nats_replicas_live").set(live.len() as f64);
-        let share: BTreeSet<String> = if self.leaving {
-            BTreeSet::new()
-        } else {
+        let (share, busy) = {
             let known = self.known.borrow_and_update();
-            share_of(&self.me, known.iter().map(String::as_str), &live)
+            let share: BTreeSet<String> = if self.leaving {
+                BTreeSet::new()
+            } else {
+                share_of(&self.me, known.iter().map(String::as_str), &live)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            };
+            // A pump still settling keeps its account's lease until it has ended.
+            let busy: Vec<String> = self
+                .active
+                .names()
                 .into_iter()
-                .map(str::to_owned)
-                .collect()
+                .filter(|a| known.contains(a) || self.held.contains(a))
+                .collect();
+            (share, busy)
         };
-        // A pump still settling keeps its account's lease until it has ended.
-        let known_now = self.known.borrow().clone();
-        let busy = self
-            .active
-            .names()
-            .into_iter()
-            .filter(|a| known_now.contains(a) || self.held.contains(a));
         let wanted: BTreeSet<String> = share.iter().cloned().chain(busy).collect();
         let asked: Vec<String> = wanted.iter().cloned().collect();
         let held: BTreeSet<String> = match self.book.hold(&self.me, &asked, LEASE).await {
