@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use crate::support::db::TestDb;
 use crate::support::http_client;
-use crate::support::nats::{AccountSpec, LocalNatsServer, PATIENCE, options, wait_until};
+use crate::support::nats::{
+    AccountSpec, LocalNatsServer, PATIENCE, connection_names, options, wait_until,
+};
 use crate::support::pipeline::{install_account, provision, webhook};
 use crate::support::proxy::Proxy;
 use crate::support::receiver::Receiver;
@@ -243,21 +245,11 @@ async fn get(serve: &Serve, path: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
+/// How many connections jetpost holds to each account (it names them `jetpost:<account>`).
 async fn connections(monitoring: &str) -> BTreeMap<String, usize> {
-    let connz: Value = http_client()
-        .get(format!("{monitoring}/connz?limit=100000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let mut counts = BTreeMap::new();
-    for connection in connz["connections"].as_array().into_iter().flatten() {
-        if let Some(account) = connection["name"]
-            .as_str()
-            .and_then(|n| n.strip_prefix("jetpost:"))
-        {
+    for name in connection_names(monitoring).await {
+        if let Some(account) = name.strip_prefix("jetpost:") {
             *counts.entry(account.to_owned()).or_insert(0) += 1;
         }
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{TenantStream, attempts, destination, event, failed_delivery, publish_event};
 use crate::api::{Auth, Service, messages};
 use crate::support::nats::{
-    LocalNatsServer, PATIENCE, operator_server, options, plain_server, wait_until,
+    LocalNatsServer, PATIENCE, connection_names, operator_server, options, plain_server, wait_until,
 };
 
 const TENANT: &str = "t1";
@@ -70,20 +70,13 @@ async fn create(svc: &Service, id: &str, config: Value, credentials: Value) {
 
 /// The clients named `jetpost t1/<destination>` connected to `server` (its `/connz`).
 async fn jetpost_clients(server: &LocalNatsServer, destination: &str) -> usize {
-    let url = format!("{}/connz", server.monitoring_url().expect("monitoring on"));
-    let connz: Value = crate::support::http_client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let monitoring = server.monitoring_url().expect("monitoring on");
     let name = format!("jetpost {TENANT}/{destination}");
-    connz["connections"]
-        .as_array()
-        .map(|c| c.iter().filter(|c| c["name"] == name).count())
-        .unwrap_or(0)
+    connection_names(&monitoring)
+        .await
+        .iter()
+        .filter(|n| **n == name)
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,25 @@ pub async fn wait_for_event(
     }
 }
 
+/// The names of the clients connected to the server whose monitoring endpoint is `monitoring`
+/// (its `/connz`; unnamed clients are left out).
+pub async fn connection_names(monitoring: &str) -> Vec<String> {
+    let connz: serde_json::Value = crate::support::http_client()
+        .get(format!("{monitoring}/connz?limit=100000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Polls `condition` until it holds; panics with `what` after [`PATIENCE`].
 pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
 where
