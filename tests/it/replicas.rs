@@ -286,13 +286,15 @@ fn shares(names: &[String], replicas: &[&Replica]) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn three_replicas_consume_each_account_once_and_a_killed_ones_accounts_move() {
-    const PER_ACCOUNT: usize = 150;
-    let rig = Rig::new(9).await;
+    const PER_ACCOUNT: usize = 60;
+    // Enough accounts that the killed replica surely owns some (replica ids are random).
+    let rig = Rig::new(24).await;
     let a = rig.replica().await;
     let b = rig.replica().await;
     let mut c = rig.replica().await;
     rig.wait_balanced(&[&a, &b, &c]).await;
     let owners = shares(&rig.names, &[&a, &b, &c]);
+    assert!(owners.values().any(|o| *o == c.id), "{owners:?}");
     let replicas = get(&a.serve, "/api/v1/nats/replicas").await.unwrap();
     let live: Vec<&str> = replicas
         .as_array()
@@ -327,8 +329,10 @@ async fn three_replicas_consume_each_account_once_and_a_killed_ones_accounts_mov
 
     publishing.await.unwrap();
     let twice = rig.wait_delivered(total).await;
-    // Only attempts in flight at the kill can be made again (16 per destination at most).
-    assert!(twice <= 16 * 3, "{twice} events delivered twice");
+    // Only the killed replica's attempts in flight or not yet recorded at the kill can be made
+    // again: at most its delivery_max_concurrency (256), and never more than one event's worth
+    // each (the store holds one event per message, checked by wait_delivered).
+    assert!(twice <= 256, "{twice} events delivered twice");
     assert_eq!(
         rig.connections().await.values().sum::<usize>(),
         rig.names.len()
@@ -337,8 +341,10 @@ async fn three_replicas_consume_each_account_once_and_a_killed_ones_accounts_mov
 
 #[tokio::test]
 async fn a_joining_replica_gets_its_share_and_sigterm_hands_over() {
-    const PER_ACCOUNT: usize = 100;
-    let rig = Rig::new(8).await;
+    const PER_ACCOUNT: usize = 30;
+    // Replica ids are random, so the joining replica's share is too: with 30 accounts it gets
+    // none once in (3/2)^30 ≈ 190,000 runs (with 8, once in 26).
+    let rig = Rig::new(30).await;
     let a = rig.replica().await;
     let b = rig.replica().await;
     rig.wait_balanced(&[&a, &b]).await;
@@ -400,8 +406,9 @@ async fn a_joining_replica_gets_its_share_and_sigterm_hands_over() {
 
 #[tokio::test]
 async fn a_replica_cut_from_the_store_stops_pulling_before_another_takes_over() {
-    const PER_ACCOUNT: usize = 50;
-    let rig = Rig::new(6).await;
+    const PER_ACCOUNT: usize = 20;
+    // Enough accounts that the replica cut from the store surely owns some.
+    let rig = Rig::new(20).await;
     let postgres: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
     let proxy = Proxy::start(postgres).await;
     let via_proxy = rig
