@@ -4,7 +4,9 @@
 # services the aws_sqs, aws_s3 and aws_kinesis destination tests deliver to), in a Python
 # virtual environment; and tansu (crates.io), the Kafka-protocol broker the kafka destination
 # tests deliver to, built from source with its SQLite storage (where SCRAM users can be kept;
-# a debug build: about half the build time of a release one, and fast enough for tests).
+# a debug build: about half the build time of a release one, and fast enough for tests). For the
+# portal's browser tests: Debian's chromium (apt) and the npm package playwright-core that drives
+# it, pinned in tests/browser/package.json, into tests/browser/node_modules (git-ignored).
 # Idempotent: a second run only checks versions and returns at once.
 set -euo pipefail
 
@@ -52,6 +54,49 @@ if ! have_tansu; then
   echo "$tansu_build" > "$tools/tansu.build"
   have_tansu || { echo "install-tools: tansu $TANSU_VERSION did not install into $tools" >&2; exit 1; }
 fi
+
+# The browser tests launch Debian's chromium, never a browser that a test tool downloads (no
+# such download is reachable from CI, and Debian's build gets the distribution's updates).
+# apt-get update only when the install fails: the lists are usually there, and updating is slow.
+chromium="${CHROMIUM_BIN:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ] && [ "$chromium" = /usr/bin/chromium ]; then
+  echo "install-tools: installing Debian's chromium (the browser tests' browser)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  apt_chromium() {
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+  }
+  apt_chromium || { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && apt_chromium; } || true
+fi
+[ -x "$chromium" ] || {
+  echo "install-tools: the browser tests need chromium at $chromium (Debian's package chromium installs /usr/bin/chromium; CHROMIUM_BIN names another)" >&2
+  exit 1
+}
+
+# playwright-core drives that chromium; the pinned version (1.64) needs node 20 or newer.
+browser_tests="$root/tests/browser"
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+  echo "install-tools: the browser tests need node >= 20 and npm (found node: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+# Versions read with node, not grep: package.json's layout is npm's, not ours.
+json_field() { node -p 'const [file, ...path] = process.argv.slice(1); path.reduce((o, k) => o?.[k], require(file)) ?? ""' "$@" 2>/dev/null; }
+playwright_version="$(json_field "$browser_tests/package.json" dependencies playwright-core)"
+[ -n "$playwright_version" ] || { echo "install-tools: no playwright-core version in $browser_tests/package.json" >&2; exit 1; }
+have_playwright() {
+  [ "$(json_field "$browser_tests/node_modules/playwright-core/package.json" version)" = "$playwright_version" ]
+}
+
+if ! have_playwright; then
+  # npm ci: exactly package-lock.json, node_modules made anew. playwright-core downloads no
+  # browser on install; the variable says so should a later version learn to.
+  (cd "$browser_tests" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  have_playwright || { echo "install-tools: playwright-core $playwright_version did not install into $browser_tests/node_modules" >&2; exit 1; }
+fi
+
 echo "install-tools: $("$bin" --version) at $bin"
 echo "install-tools: moto $MOTO_VERSION at $moto"
 echo "install-tools: tansu $TANSU_VERSION at $tansu"
+# 2>/dev/null: Debian's launcher script can print a harmless shell error (its /dev/shm check).
+echo "install-tools: chromium $("$chromium" --version 2>/dev/null | awk '{print $2}') at $chromium, playwright-core $playwright_version"

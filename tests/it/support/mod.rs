@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aggregate;
+pub mod browser;
 pub mod contract;
 pub mod db;
 pub mod moto;
