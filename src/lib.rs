@@ -11,6 +11,7 @@ pub mod destination;
 pub mod event;
 pub mod ingest;
 pub mod local_nats;
+pub mod portal;
 pub mod retention;
 pub mod routing;
 pub mod source;

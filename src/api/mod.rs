@@ -1,6 +1,7 @@
-//! The HTTP API: `/api/v1` (Outpost's contract plus our NATS account status), `/healthz` and
-//! `/metrics`. Handlers translate HTTP to calls on the store and ingest; business rules live
-//! there. One module per resource; `auth`, `body`, `query` and `error` are shared by all.
+//! The HTTP API: `/api/v1` (Outpost's contract plus our NATS account status), `/healthz`,
+//! `/metrics`, and the tenant portal's pages. Handlers translate HTTP to calls on the store and
+//! ingest; business rules live there. One module per resource; `auth`, `body`, `query` and
+//! `error` are shared by all.
 //! See docs/api.md.
 
 mod attempts;
@@ -10,6 +11,7 @@ mod destination_types;
 mod destinations;
 mod error;
 mod events;
+mod filters;
 #[doc(hidden)]
 pub mod fuzz;
 mod health;
@@ -125,6 +127,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/events", get(events::list))
         .route("/events/{event_id}", get(events::get))
+        .route("/filters/match", post(filters::check))
         .route("/attempts", get(attempts::list))
         .route("/attempts/{attempt_id}", get(attempts::get))
         .route("/metrics/events", get(metrics::events))
@@ -134,7 +137,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::prometheus))
-        .route("/portal", get(tenants::portal_placeholder))
+        .merge(crate::portal::routes())
         .nest("/api/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -179,9 +179,10 @@ pub async fn token(
     Ok(Json(json!({"token": token, "tenant_id": tenant_id})))
 }
 
-/// Outpost's portal redirect: `portal.proxy_url` with the token, or else `/portal` on this
-/// server as the request named it in `Host` (jetpost has no portal UI: that path answers 404
-/// explaining so; the token works as a tenant bearer token).
+/// Outpost's portal redirect: `portal.proxy_url`, or else `/portal` on this server as the
+/// request named it in `Host`, with the token in the fragment (`#token=…&tenant_id=…`): a
+/// fragment never leaves the browser, so the token is in no request line, access log or
+/// `Referer`.
 pub async fn portal(
     axum::extract::State(ctx): CtxState,
     caller: Caller,
@@ -191,7 +192,7 @@ pub async fn portal(
 ) -> ApiResult<Json<Value>> {
     let (token, tenant_id) = issue_token(&ctx, &caller, &tenant_id).await?;
     let mut url = portal_base(&ctx, &headers)?;
-    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push('#');
     url.push_str(&format!(
         "token={token}&tenant_id={}",
         encode_query_value(&tenant_id)
@@ -209,7 +210,11 @@ pub async fn portal(
 fn portal_base(ctx: &Ctx, headers: &HeaderMap) -> ApiResult<String> {
     if let Some(proxy_url) = &ctx.state.config.portal.proxy_url {
         return reqwest::Url::parse(proxy_url)
-            .map(|url| url.to_string())
+            .map(|mut url| {
+                // The link's fragment carries the token.
+                url.set_fragment(None);
+                url.to_string()
+            })
             .map_err(|err| {
                 error!("portal.proxy_url {proxy_url:?} is not a URL: {err}");
                 ApiError::internal()
@@ -280,14 +285,6 @@ fn is_dns_name(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-}
-
-pub async fn portal_placeholder() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "jetpost has no tenant portal UI; use the token from this URL as a Bearer token with \
-         the /api/v1 tenant routes",
-    )
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

@@ -2,7 +2,8 @@
 //! tenant accounts (streams, durable consumers, `.creds`), an accounts directory, a SQLite store,
 //! a demo webhook receiver that prints what it receives and checks signatures, the service itself,
 //! demo tenants and destinations created through the API (plus a RabbitMQ destination whose
-//! messages are printed, when RabbitMQ answers on 127.0.0.1:5672), and a few sample events.
+//! messages are printed, when RabbitMQ answers on 127.0.0.1:5672), a few sample events, and each
+//! tenant's portal link.
 //! Ctrl-C stops it.
 
 use std::net::SocketAddr;
@@ -82,7 +83,16 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
 
+    let mut portals = Vec::new();
+    for tenant in TENANTS {
+        portals.push((tenant, portal_link(&client, &base, tenant).await?));
+    }
     print_summary(&nats, &api, &receiver, &root)?;
+    println!("Tenant portals (links valid for 24 hours):");
+    for (tenant, link) in &portals {
+        println!("  {tenant:<13} {link}");
+    }
+    println!();
     match &rabbitmq {
         Ok(_) => println!(
             "  rabbitmq      {RABBITMQ}: {} also delivers to exchange {RABBITMQ_DEMO} (printed \
@@ -269,6 +279,27 @@ async fn create_demo_tenant(
         );
     }
     Ok(())
+}
+
+/// The tenant's portal link, as a platform would ask for it to send a customer there.
+async fn portal_link(client: &reqwest::Client, base: &str, tenant: &str) -> anyhow::Result<String> {
+    let response = client
+        .get(format!("{base}/tenants/{tenant}/portal"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "asking for {tenant}'s portal link: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let body: serde_json::Value = response.json().await?;
+    body["redirect_url"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{tenant}'s portal link: no redirect_url in {body}"))
 }
 
 /// The demo webhook receiver: prints each delivery and whether its signature verifies.

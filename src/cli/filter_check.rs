@@ -22,9 +22,7 @@ pub fn run(filter: &str, event: &str) -> Result<ExitCode, Failure> {
 
 /// The event may omit `tenant_id`: a filter never looks at it.
 fn parse_event(event: &str) -> Result<Event, Failure> {
-    let with_tenant = crate::event::splice_tenant(event.as_bytes(), "filter-check")
-        .map_err(|err| Failure::Usage(format!("--event is not a valid event: {err}")))?;
-    Event::parse(&with_tenant)
+    Event::parse_for_filter_check(event.as_bytes())
         .map_err(|err| Failure::Usage(format!("--event is not a valid event: {err}")))
 }
 

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use super::Event;
 use super::ident::{IdentError, check_id, check_metadata, check_topic};
 use super::object::{JsonKind, ObjectError, read_object};
+use super::splice::{SpliceError, splice_tenant};
 
 /// Deepest nesting accepted inside `data` (the `data` object itself is level 1). It is the
 /// deepest serde_json decodes into a `Value` (recursion limit 128); filters read an accepted
@@ -143,6 +144,18 @@ impl Event {
                 .unwrap_or_default(),
             data: data.to_owned(),
         })
+    }
+
+    /// Parses an event only to evaluate a filter against it (`jetpost filter check`,
+    /// `POST /api/v1/filters/match`): as [`Event::parse`], but `tenant_id` may be absent or
+    /// anything, since a filter never reads it (a placeholder tenant is spliced in).
+    pub fn parse_for_filter_check(raw: &[u8]) -> Result<Event, EventError> {
+        let with_tenant = splice_tenant(raw, "filter-check").map_err(|err| match err {
+            SpliceError::NotUtf8 { offset } => EventError::NotUtf8 { offset },
+            SpliceError::NotJson { reason } => EventError::NotJson { reason },
+            SpliceError::NotObject { found } => EventError::NotObject { found },
+        })?;
+        Event::parse(&with_tenant)
     }
 }
 
@@ -545,5 +558,34 @@ mod tests {
         let e = Event::parse(br#"{"tenant_id":"t","data":{},"metadata":{"r":1}}"#).unwrap_err();
         assert_eq!(e.field(), Some("metadata.r"));
         assert_eq!(Event::parse(b"[]").unwrap_err().field(), None);
+    }
+
+    #[test]
+    fn filter_checks_take_events_with_any_or_no_tenant() {
+        for raw in [
+            r#"{"topic":"a","data":{"n":1e400}}"#,
+            r#"{"tenant_id":5,"topic":"a","data":{"n":1e400}}"#,
+            r#"{"tenant_id":"no spaces allowed","topic":"a","data":{"n":1e400}}"#,
+        ] {
+            let event = Event::parse_for_filter_check(raw.as_bytes()).unwrap();
+            assert_eq!(event.topic.as_deref(), Some("a"), "{raw}");
+            assert_eq!(event.data.get(), r#"{"n":1e400}"#);
+        }
+        let err = |raw: &[u8]| Event::parse_for_filter_check(raw).unwrap_err().to_string();
+        assert_eq!(err(b"[1]"), "event must be a JSON object, found array");
+        assert!(
+            err(b"{").starts_with("event is not valid JSON: "),
+            "{}",
+            err(b"{")
+        );
+        assert_eq!(
+            err(b"\xff"),
+            "event is not valid UTF-8 (first invalid byte at offset 0)"
+        );
+        assert_eq!(err(br#"{"topic":"a"}"#), r#"field "data" is required"#);
+        assert_eq!(
+            err(br#"{"data":{},"topic":7}"#),
+            r#"field "topic": expected a string, found number"#
+        );
     }
 }

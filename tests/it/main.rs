@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_api;
 mod ingest;
 mod ownership;
+mod portal;
 mod receiver;
 mod replicas;
 mod retention;

@@ -75,7 +75,7 @@ async fn send_one(
 
 /// Outpost default mode, as its docs tell receivers to verify: strip `v0=`, split on `,`,
 /// accept when any candidate equals hex(HMAC-SHA256(secret as bytes, raw body)).
-fn default_signature_valid(header: &str, secret: &str, body: &[u8]) -> bool {
+pub(crate) fn default_signature_valid(header: &str, secret: &str, body: &[u8]) -> bool {
     let Some(candidates) = header.strip_prefix("v0=") else {
         return false;
     };

@@ -7,6 +7,7 @@ mod destinations;
 mod edges;
 mod errors;
 mod events;
+mod filters;
 mod flow;
 mod ids;
 mod metrics;

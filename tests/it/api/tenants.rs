@@ -181,17 +181,26 @@ async fn tokens_and_portal_urls() {
         )
         .await;
     let url = portal["redirect_url"].as_str().unwrap();
-    assert!(url.starts_with(&svc.url("/portal?token=")), "{url}");
+    // The token rides in the fragment, which no request carries.
+    assert!(url.starts_with(&svc.url("/portal#token=")), "{url}");
     assert!(url.contains("&tenant_id=acme%2Bco"), "{url}");
     assert!(url.ends_with("&theme=dark"), "{url}");
     assert_eq!(portal["tenant_id"], "acme+co");
-    let (status, json) = svc.get("/portal", &Auth::None).await;
-    assert_error(status, &json, StatusCode::NOT_FOUND);
+    let page = crate::support::http_client()
+        .get(svc.url("/portal"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     assert!(
-        json["message"]
-            .as_str()
+        page.text()
+            .await
             .unwrap()
-            .contains("no tenant portal")
+            .contains("/portal/assets/portal.js")
     );
 
     let (status, json) = svc.get("/api/v1/tenants/nobody/token", &Auth::Admin).await;
@@ -234,7 +243,7 @@ async fn portal_links_use_the_host_only_when_it_is_a_plain_host() {
         assert_eq!(status, StatusCode::OK, "{host}: {json}");
         let url = json["redirect_url"].as_str().unwrap();
         assert!(
-            url.starts_with(&format!("http://{host}/portal?token=")),
+            url.starts_with(&format!("http://{host}/portal#token=")),
             "{url}"
         );
     }
@@ -269,7 +278,7 @@ async fn portal_links_point_at_the_configured_portal_url() {
         assert_eq!(status, StatusCode::OK, "{host}: {json}");
         let url = json["redirect_url"].as_str().unwrap();
         assert!(
-            url.starts_with("https://webhooks.example.com/?token="),
+            url.starts_with("https://webhooks.example.com/#token="),
             "{url}"
         );
         assert!(url.ends_with("&tenant_id=t1"), "{url}");

@@ -1,0 +1,161 @@
+//! The tenant portal in a real browser (Debian's chromium driven by playwright-core, the script
+//! `tests/browser/portal.mjs`) against a real `jetpost serve` consuming an operator-mode
+//! nats-server, delivering to a real receiver. The script does what a tenant does; this side
+//! publishes through NATS, breaks and mends the endpoint when asked, and checks what arrived.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use jetpost::api::TenantTokens;
+use serde_json::{Value, json};
+
+use crate::support::browser::BrowserRun;
+use crate::support::db::TestDb;
+use crate::support::http_client;
+use crate::support::nats::{AccountSpec, LocalNatsServer, options};
+use crate::support::pipeline::{install_account, provision, publish};
+use crate::support::receiver::{Receiver, Recorded, Reply};
+use crate::support::serve::Serve;
+use crate::webhook::default_signature_valid;
+
+const API_KEY: &str = "portal-admin-key";
+const JWT_SECRET: &str = "portal-jwt-secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal() {
+    let server = LocalNatsServer::start_operator(options().await, [AccountSpec::new("acme")])
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let js = provision(&server, "acme").await;
+    let accounts = tempfile::tempdir().unwrap();
+    install_account(accounts.path(), &server, "acme");
+    let db = TestDb::sqlite().await;
+    let receiver = Receiver::start().await;
+    let serve = Serve::start(&[
+        ("API_KEY", API_KEY),
+        ("API_JWT_SECRET", JWT_SECRET),
+        ("DATABASE_URL", db.url()),
+        ("PUBLISH_NATS_SERVERS", &server.url()),
+        (
+            "PUBLISH_NATS_ACCOUNTS_DIR",
+            accounts.path().to_str().unwrap(),
+        ),
+        // One attempt per event unless the tenant retries: the failed attempt stays failed.
+        ("RETRY_MAX_LIMIT", "0"),
+    ])
+    .await;
+    admin(&serve, reqwest::Method::PUT, "/api/v1/tenants/acme").await;
+    let link = admin(&serve, reqwest::Method::GET, "/api/v1/tenants/acme/portal").await;
+    let link = link["redirect_url"].as_str().unwrap().to_owned();
+    // A token issued 25 hours ago ran out an hour ago.
+    let expired = TenantTokens::new(JWT_SECRET)
+        .unwrap()
+        .issue("acme", Utc::now() - TimeDelta::hours(25))
+        .unwrap();
+    let screenshots = std::env::var("JETPOST_PORTAL_SCREENSHOTS").ok();
+    let scratch = tempfile::tempdir().unwrap();
+    let screenshots = screenshots.unwrap_or_else(|| scratch.path().to_str().unwrap().to_owned());
+    let webhook_url = receiver.url("/hooks");
+
+    let mut run = BrowserRun::start(
+        "portal.mjs",
+        &[
+            ("PORTAL_URL", &link),
+            (
+                "EXPIRED_URL",
+                &serve.url(&format!("/portal#token={expired}")),
+            ),
+            ("NO_TOKEN_URL", &serve.url("/portal")),
+            ("RECEIVER_URL", &webhook_url),
+            ("SCREENSHOTS_DIR", &screenshots),
+        ],
+    )
+    .await;
+    let mut secret = String::new();
+    while let Some(step) = run.next_step().await {
+        let answer = match step["do"].as_str().unwrap_or_default() {
+            "secret" => {
+                secret = step["secret"].as_str().unwrap().to_owned();
+                json!({})
+            }
+            "publish" => {
+                let event = json!({"id": step["id"], "topic": step["topic"], "data": step["data"]});
+                publish(&js, "events.portal", event.to_string()).await;
+                json!({})
+            }
+            "delivered" => {
+                let event_id = step["event_id"].as_str().unwrap();
+                let count = step["count"].as_u64().unwrap_or(1) as usize;
+                wait_for_event(&receiver, event_id, count).await;
+                json!({})
+            }
+            "fail" => {
+                receiver.reply_with(Reply::Status(500));
+                json!({})
+            }
+            "recover" => {
+                receiver.reply_with(Reply::Status(200));
+                json!({})
+            }
+            "deleted" => {
+                let list = admin(
+                    &serve,
+                    reqwest::Method::GET,
+                    "/api/v1/tenants/acme/destinations",
+                )
+                .await;
+                assert_eq!(list, json!([]), "the portal deleted the destination");
+                json!({})
+            }
+            other => json!({"error": format!("this test does not know the step {other:?}")}),
+        };
+        run.reply(answer).await;
+    }
+    run.finish().await;
+
+    // What the endpoint received: the two events the filter let through (one twice: the failed
+    // attempt and the portal's retry), signed with the secret the portal showed, with the
+    // header entered in the form; never the event the filter held back.
+    let requests = receiver.requests();
+    let ids: Vec<&str> = requests
+        .iter()
+        .map(|r| r.header("x-outpost-event-id").unwrap_or_default())
+        .collect();
+    assert_eq!(ids, ["evt-big", "evt-retry", "evt-retry"]);
+    for request in &requests {
+        assert_eq!(request.path, "/hooks");
+        assert_eq!(request.header("x-portal-test"), Some("from-the-portal"));
+        let signature = request.header("x-outpost-signature").unwrap();
+        assert!(
+            default_signature_valid(signature, &secret, &request.body),
+            "signed with the secret the portal showed: {signature}"
+        );
+    }
+}
+
+/// Waits until the receiver got `count` requests for `event_id`.
+async fn wait_for_event(receiver: &Receiver, event_id: &str, count: usize) {
+    let of_event = |r: &Recorded| r.header("x-outpost-event-id") == Some(event_id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.requests().iter().filter(|r| of_event(r)).count() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} delivery(ies) of {event_id} within 30 s; got {:?}",
+            receiver.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn admin(serve: &Serve, method: reqwest::Method, path: &str) -> Value {
+    let response = http_client()
+        .request(method, serve.url(path))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
