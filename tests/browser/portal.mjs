@@ -186,6 +186,53 @@ async function scenario(context, page, errors) {
   await button('Save changes').click();
   await page.getByRole('status').getByText('Changes saved').waitFor();
 
+  step('a RabbitMQ destination from its generated form, for one topic');
+  const { exchange } = await ask('exchange');
+  await nav('Destinations').click();
+  await heading('Destinations').waitFor();
+  await page.getByRole('link', { name: 'Add destination' }).click();
+  await page.getByRole('link', { name: /^RabbitMQ/ }).click();
+  await heading('New RabbitMQ destination').waitFor();
+  await page.getByLabel('All topics').uncheck();
+  await page.getByLabel('order.shipped').check();
+  await page.getByLabel('Server URL').fill('127.0.0.1:5672');
+  await page.getByLabel('Exchange').fill(exchange);
+  check(await page.getByLabel('TLS').isChecked(), 'the TLS checkbox starts at its default, on');
+  await page.getByLabel('TLS').uncheck();
+  await page.getByLabel('Username').fill('guest');
+  check((await page.getByLabel('Password').getAttribute('type')) === 'password', 'a sensitive field is a password input');
+  await page.getByLabel('Password').fill('guest');
+  await button('Create destination').click();
+  const mqTarget = `${exchange} -> 127.0.0.1:5672`;
+  await heading(mqTarget).waitFor();
+  await ask('publish', { id: 'evt-mq', topic: 'order.shipped', data: { amount: 10 } });
+  await ask('queued', { data: { amount: 10 } });
+  await nav('Activity').click();
+  await heading('Activity').waitFor();
+  await page.getByLabel('Destination').selectOption({ label: mqTarget });
+  await button('Apply').click();
+  await page.waitForURL(/destination_id=/);
+  await refreshUntil(page, main.locator('tbody.attempt', { hasText: 'evt-mq' }).getByText('Succeeded'), 'the RabbitMQ delivery of evt-mq');
+
+  step('pages of activity');
+  await ask('publish-many', { count: 20 });
+  await nav('Activity').click();
+  await page.waitForURL(/#\/activity$/);
+  const pageRows = main.locator('tbody.attempt', { hasText: 'evt-page-' });
+  for (let i = 0; (await pageRows.count()) < 20; i++) {
+    check(i < 60, 'the 20 new attempts are listed within 30 s');
+    await button('Refresh').click();
+    await page.waitForTimeout(500);
+  }
+  check((await main.locator('tbody.attempt').count()) === 20, 'a page holds 20 attempts');
+  await page.getByRole('link', { name: 'Older →' }).click();
+  await page.waitForURL(/next=/);
+  await main.locator('tbody.attempt', { hasText: 'evt-big' }).waitFor();
+  check((await pageRows.count()) === 0, 'the second page holds the older attempts');
+  await page.getByRole('link', { name: '← Newer' }).click();
+  await page.waitForURL(/prev=/);
+  await main.locator('tbody.attempt', { hasText: 'evt-page-' }).first().waitFor();
+
   step('phone width');
   await page.setViewportSize({ width: 390, height: 844 });
   await nav('Activity').click();
@@ -205,7 +252,7 @@ async function scenario(context, page, errors) {
   await button('Delete').click();
   await page.getByRole('dialog').getByRole('button', { name: 'Delete destination' }).click();
   await heading('Destinations').waitFor();
-  await main.getByText('No destinations yet').waitFor();
+  await waitUntil(async () => (await main.getByRole('link', { name: env('RECEIVER_URL') }).count()) === 0, 'the webhook is gone from the list');
   await ask('deleted');
 
   step('keyboard: Tab reaches the skip link, then the navigation');

@@ -1,7 +1,8 @@
 //! The tenant portal in a real browser (Debian's chromium driven by playwright-core, the script
 //! `tests/browser/portal.mjs`) against a real `jetpost serve` consuming an operator-mode
-//! nats-server, delivering to a real receiver. The script does what a tenant does; this side
-//! publishes through NATS, breaks and mends the endpoint when asked, and checks what arrived.
+//! nats-server, delivering to a real receiver and the machine's RabbitMQ. The script does what a
+//! tenant does; this side publishes through NATS, breaks and mends the endpoint when asked, and
+//! checks what arrived.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use chrono::{TimeDelta, Utc};
 use jetpost::api::TenantTokens;
 use serde_json::{Value, json};
 
+use crate::destinations::rabbitmq::{exchange_and_queue, next_message, rabbitmq};
 use crate::support::browser::BrowserRun;
 use crate::support::db::TestDb;
 use crate::support::http_client;
@@ -42,6 +44,10 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
         ),
         // One attempt per event unless the tenant retries: the failed attempt stays failed.
         ("RETRY_MAX_LIMIT", "0"),
+        // A topic list, so the form offers a topics picker.
+        ("TOPICS", "order.paid,order.shipped"),
+        // Everything jetpost logs, to check that no token is among it.
+        ("LOG_LEVEL", "debug"),
     ])
     .await;
     admin(&serve, reqwest::Method::PUT, "/api/v1/tenants/acme").await;
@@ -72,6 +78,8 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
     )
     .await;
     let mut secret = String::new();
+    let (_amqp, channel) = rabbitmq().await;
+    let mut queue = String::new();
     while let Some(step) = run.next_step().await {
         let answer = match step["do"].as_str().unwrap_or_default() {
             "secret" => {
@@ -89,6 +97,29 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
                 wait_for_event(&receiver, event_id, count).await;
                 json!({})
             }
+            "publish-many" => {
+                let count = step["count"].as_u64().unwrap();
+                for i in 0..count {
+                    let event = json!({"id": format!("evt-page-{i}"), "topic": "order.paid",
+                                       "data": {"amount": 500, "n": i}});
+                    publish(&js, "events.portal", event.to_string()).await;
+                }
+                for i in 0..count {
+                    wait_for_event(&receiver, &format!("evt-page-{i}"), 1).await;
+                }
+                json!({})
+            }
+            "exchange" => {
+                queue = exchange_and_queue(&channel, "portal").await;
+                json!({"exchange": queue})
+            }
+            "queued" => {
+                let message = next_message(&channel, &queue).await;
+                let body: Value = serde_json::from_slice(&message.body).unwrap();
+                assert_eq!(body, step["data"], "the event's data arrived in RabbitMQ");
+                assert_eq!(message.routing_key, "order.shipped");
+                json!({})
+            }
             "fail" => {
                 receiver.reply_with(Reply::Status(500));
                 json!({})
@@ -104,7 +135,21 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
                     "/api/v1/tenants/acme/destinations",
                 )
                 .await;
-                assert_eq!(list, json!([]), "the portal deleted the destination");
+                let types: Vec<&str> = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["type"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    types,
+                    ["rabbitmq"],
+                    "the portal deleted the webhook: {list}"
+                );
+                let rabbitmq = &list[0];
+                assert_eq!(rabbitmq["topics"], json!(["order.shipped"]));
+                assert_eq!(rabbitmq["config"]["tls"], "false");
+                assert_eq!(rabbitmq["credentials"]["username"], "guest");
                 json!({})
             }
             other => json!({"error": format!("this test does not know the step {other:?}")}),
@@ -112,16 +157,34 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
         run.reply(answer).await;
     }
     run.finish().await;
+    let token = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let logs = serve.logs();
+    assert!(logs.len() > 1000, "debug logs were written: {logs}");
+    assert!(
+        !logs.contains(token),
+        "the tenant token is in jetpost's logs"
+    );
 
-    // What the endpoint received: the two events the filter let through (one twice: the failed
-    // attempt and the portal's retry), signed with the secret the portal showed, with the
-    // header entered in the form; never the event the filter held back.
+    // What the endpoint received: the events the filter let through (one twice: the failed
+    // attempt and the portal's retry), signed with the secret the portal showed (which keeps
+    // signing for a day after the rotation), with the header entered in the form; never those
+    // the filter held back (`evt-small`, and `evt-mq`, which went to RabbitMQ).
     let requests = receiver.requests();
-    let ids: Vec<&str> = requests
+    let mut ids: Vec<&str> = requests
         .iter()
         .map(|r| r.header("x-outpost-event-id").unwrap_or_default())
         .collect();
-    assert_eq!(ids, ["evt-big", "evt-retry", "evt-retry"]);
+    assert_eq!(ids[..3], ["evt-big", "evt-retry", "evt-retry"]);
+    let mut pages: Vec<String> = (0..20).map(|i| format!("evt-page-{i}")).collect();
+    pages.sort();
+    ids[3..].sort();
+    assert_eq!(ids[3..], pages);
     for request in &requests {
         assert_eq!(request.path, "/hooks");
         assert_eq!(request.header("x-portal-test"), Some("from-the-portal"));

@@ -340,7 +340,8 @@ function configControl(spec, current, editing) {
   const id = nextId(`field-${spec.key}`);
   if (spec.type === 'checkbox') {
     const value = current !== undefined ? current : spec.default;
-    const box = h('input', { type: 'checkbox', id, name: spec.key, checked: value === 'true' || value === true });
+    // Outpost's checkbox values are "true"/"false", and "on" in some types' defaults.
+    const box = h('input', { type: 'checkbox', id, name: spec.key, checked: value === 'true' || value === 'on' || value === true });
     return {
       node: h('div', { class: 'field check' }, box,
         h('label', { for: id }, spec.label), spec.description ? h('p', { class: 'hint' }, spec.description) : null),
@@ -365,6 +366,7 @@ function configControl(spec, current, editing) {
     placeholder: sensitive && editing ? 'unchanged — type to replace' : null,
   });
   if (!sensitive && current != null) input.value = current;
+  else if (!editing && spec.default != null) input.value = spec.default;
   // A stored secret is never put back in the form: blank keeps it.
   const required = spec.required && !(sensitive && editing);
   return { node: field(spec.label, input, spec.description, required), read: () => input.value.trim() || undefined };

@@ -4,7 +4,7 @@ mod aws;
 mod hookdeck;
 mod kafka;
 mod nats;
-mod rabbitmq;
+pub mod rabbitmq;
 
 use std::collections::BTreeMap;
 

@@ -30,7 +30,7 @@ const TENANT: &str = "t1";
 const D: &str = "/api/v1/tenants/t1/destinations";
 
 /// A channel on the machine's RabbitMQ, or a failure saying how to start it.
-async fn rabbitmq() -> (Connection, Channel) {
+pub(crate) async fn rabbitmq() -> (Connection, Channel) {
     let connected = tokio::time::timeout(
         Duration::from_secs(10),
         Connection::connect(
@@ -50,7 +50,7 @@ async fn rabbitmq() -> (Connection, Channel) {
 
 /// A fresh topic exchange and a queue bound to it for every routing key, both named `name`
 /// plus a unique suffix; returns the name.
-async fn exchange_and_queue(channel: &Channel, name: &str) -> String {
+pub(crate) async fn exchange_and_queue(channel: &Channel, name: &str) -> String {
     let name = format!("{name}-{}", uuid::Uuid::new_v4().simple());
     declare_exchange_and_queue(channel, &name).await;
     name
@@ -94,10 +94,10 @@ async fn declare_exchange_and_queue(channel: &Channel, name: &str) {
 }
 
 /// A message taken from `queue`: routing key, properties and body.
-struct Received {
-    routing_key: String,
-    properties: BasicProperties,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
 }
 
 async fn take(channel: &Channel, queue: &str) -> Option<Received> {
@@ -112,7 +112,7 @@ async fn take(channel: &Channel, queue: &str) -> Option<Received> {
     })
 }
 
-async fn next_message(channel: &Channel, queue: &str) -> Received {
+pub(crate) async fn next_message(channel: &Channel, queue: &str) -> Received {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         if let Some(received) = take(channel, queue).await {
