@@ -144,19 +144,13 @@ async fn demo_rabbitmq(
         "config": {"server_url": RABBITMQ, "exchange": RABBITMQ_DEMO},
         "credentials": {"username": "guest", "password": "guest"},
     });
-    let response = client
-        .post(format!("{base}/tenants/{tenant}/destinations"))
-        .bearer_auth(API_KEY)
-        .json(&destination)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "creating {tenant}'s rabbitmq destination: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
+    as_admin(
+        client
+            .post(format!("{base}/tenants/{tenant}/destinations"))
+            .json(&destination),
+        &format!("creating {tenant}'s rabbitmq destination"),
+    )
+    .await?;
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = deliveries.next().await {
             let id = delivery.properties.message_id().clone().unwrap_or_default();
@@ -246,18 +240,11 @@ async fn create_demo_tenant(
     tenant: &str,
     receiver: &SocketAddr,
 ) -> anyhow::Result<()> {
-    let response = client
-        .put(format!("{base}/tenants/{tenant}"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "creating tenant {tenant}: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
+    as_admin(
+        client.put(format!("{base}/tenants/{tenant}")),
+        &format!("creating tenant {tenant}"),
+    )
+    .await?;
     let destination = serde_json::json!({
         "id": format!("{tenant}-webhook"),
         "type": "webhook",
@@ -265,36 +252,39 @@ async fn create_demo_tenant(
         "config": {"url": format!("http://{receiver}/{tenant}")},
         "credentials": {"secret": demo_secret(tenant)},
     });
-    let response = client
-        .post(format!("{base}/tenants/{tenant}/destinations"))
-        .bearer_auth(API_KEY)
-        .json(&destination)
-        .send()
-        .await?;
+    as_admin(
+        client
+            .post(format!("{base}/tenants/{tenant}/destinations"))
+            .json(&destination),
+        &format!("creating {tenant}'s destination"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sends `request` with the dev API key; a refusal is an error naming `what` was being done.
+async fn as_admin(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let response = request.bearer_auth(API_KEY).send().await?;
     if !response.status().is_success() {
         bail!(
-            "creating {tenant}'s destination: {} {}",
+            "{what}: {} {}",
             response.status(),
             response.text().await.unwrap_or_default()
         );
     }
-    Ok(())
+    Ok(response)
 }
 
 /// The tenant's portal link, as a platform would ask for it to send a customer there.
 async fn portal_link(client: &reqwest::Client, base: &str, tenant: &str) -> anyhow::Result<String> {
-    let response = client
-        .get(format!("{base}/tenants/{tenant}/portal"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!(
-            "asking for {tenant}'s portal link: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
+    let response = as_admin(
+        client.get(format!("{base}/tenants/{tenant}/portal")),
+        &format!("asking for {tenant}'s portal link"),
+    )
+    .await?;
     let body: serde_json::Value = response.json().await?;
     body["redirect_url"]
         .as_str()

@@ -7,10 +7,29 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-const INDEX: &str = include_str!("assets/index.html");
-const SCRIPT: &str = include_str!("assets/portal.js");
-const STYLE: &str = include_str!("assets/portal.css");
-const ICON: &str = include_str!("assets/icon.svg");
+const HTML: &str = "text/html; charset=utf-8";
+
+/// Every path the portal serves: the page (with and without the trailing slash), its script,
+/// style sheet and icon, each with its content type.
+const FILES: [(&str, &str, &str); 5] = [
+    ("/portal", include_str!("assets/index.html"), HTML),
+    ("/portal/", include_str!("assets/index.html"), HTML),
+    (
+        "/portal/assets/portal.js",
+        include_str!("assets/portal.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/portal/assets/portal.css",
+        include_str!("assets/portal.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        "/portal/assets/icon.svg",
+        include_str!("assets/icon.svg"),
+        "image/svg+xml",
+    ),
+];
 
 /// Only this origin's script, style, API and images (and `data:` images: the destination
 /// types' icons); no inline script or style, no plugins, no forms posting elsewhere, no framing
@@ -22,27 +41,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 /// The portal's routes; the API router merges them.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/portal",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/portal/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/portal/assets/portal.js",
-            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/portal/assets/portal.css",
-            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-        )
-        .route(
-            "/portal/assets/icon.svg",
-            get(|| async { asset(ICON, "image/svg+xml") }),
-        )
+    FILES
+        .into_iter()
+        .fold(Router::new(), |router, (path, body, content_type)| {
+            router.route(path, get(move || async move { asset(body, content_type) }))
+        })
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
