@@ -138,6 +138,12 @@ async function scenario(context, page, errors) {
     && (await retryRows.count()) === 1, 'the status filter shows only the failed attempt');
   await screenshot(page, 'portal-activity-failed');
 
+  await nav('Destinations').click();
+  await heading('Destinations').waitFor();
+  await main.locator('.badge', { hasText: 'Failing' }).waitFor();
+  await nav('Activity').click();
+  await heading('Activity').waitFor();
+
   step('retry from the portal once the endpoint is mended');
   await ask('recover');
   await retryRows.first().getByRole('button', { name: 'Retry' }).click();
@@ -270,6 +276,11 @@ async function scenario(context, page, errors) {
   await expiredPage.getByRole('heading', { name: 'This portal link has expired' }).waitFor();
   check((await expiredPage.getByRole('navigation', { name: 'Portal' }).count()) === 0, 'no navigation on the expired page');
   await screenshot(expiredPage, 'portal-expired');
+  // A link in Outpost's shape, the token in the query: it works, and leaves the address bar.
+  const outpostShaped = await context.newPage();
+  await outpostShaped.goto(env('PORTAL_URL').replace('#', '?'));
+  await outpostShaped.getByRole('heading', { name: 'Destinations', exact: true }).waitFor();
+  check(!outpostShaped.url().includes('token'), `the token left the address bar: ${outpostShaped.url()}`);
   const bare = await context.newPage();
   await bare.goto(env('NO_TOKEN_URL'));
   await bare.getByRole('heading', { name: 'Open the portal from its link' }).waitFor();
