@@ -137,7 +137,9 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::prometheus))
-        .merge(crate::portal::routes())
+        .merge(crate::portal::routes(
+            &ctx.state.config.portal.frame_ancestors,
+        ))
         .nest("/api/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -210,11 +210,7 @@ pub async fn portal(
 fn portal_base(ctx: &Ctx, headers: &HeaderMap) -> ApiResult<String> {
     if let Some(proxy_url) = &ctx.state.config.portal.proxy_url {
         return reqwest::Url::parse(proxy_url)
-            .map(|mut url| {
-                // The link's fragment carries the token.
-                url.set_fragment(None);
-                url.to_string()
-            })
+            .map(|url| url.to_string())
             .map_err(|err| {
                 error!("portal.proxy_url {proxy_url:?} is not a URL: {err}");
                 ApiError::internal()

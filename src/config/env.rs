@@ -188,6 +188,7 @@ fn overlay(r: &mut Reader<'_>, c: &mut Config) {
     }
 
     r.string("PORTAL_PROXY_URL", &mut c.portal.proxy_url);
+    r.list("PORTAL_FRAME_ANCESTORS", &mut c.portal.frame_ancestors);
 
     let mut log_level = None;
     r.string("LOG_LEVEL", &mut log_level);

@@ -251,7 +251,7 @@ impl Default for WebhookConfig {
     }
 }
 
-/// Outpost's portal settings; jetpost reads only where the portal is served.
+/// The tenant portal's settings: where it is served (Outpost's key) and who may frame it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PortalConfig {
@@ -259,6 +259,9 @@ pub struct PortalConfig {
     /// (`GET /tenants/{id}/portal`) point there. Unset: at this server, from the request's
     /// `Host`.
     pub proxy_url: Option<String>,
+    /// Origins (`https://app.example.com`) whose pages may show the portal in a frame, besides
+    /// the portal's own origin. Empty: no other site may frame it.
+    pub frame_ancestors: Vec<String>,
 }
 
 /// Webhook wire format: Outpost's own (`default`) or Standard Webhooks (`standard`).

@@ -593,6 +593,33 @@ fn portal_proxy_url_must_be_an_absolute_http_url() {
             .proxy_url,
         None
     );
+    let c = ok(
+        BASE,
+        &[(
+            "PORTAL_FRAME_ANCESTORS",
+            "https://app.example.com, http://localhost:3000",
+        )],
+    );
+    assert_eq!(
+        c.portal.frame_ancestors,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    for bad in [
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/embed",
+        "https://app.example.com?x=1",
+        "https://user@app.example.com",
+        "*",
+        "'self'; script-src *",
+    ] {
+        assert_error(
+            BASE,
+            &[("PORTAL_FRAME_ANCESTORS", bad)],
+            "portal.frame_ancestors (PORTAL_FRAME_ANCESTORS)",
+            "is not an origin",
+        );
+    }
     let errors = errors_of(&format!("{BASE}portal:\n  brand_color: red\n"), &[]);
     assert!(errors[0].contains("brand_color"), "{errors:?}");
 }
@@ -1215,7 +1242,7 @@ const DOCS: &str = include_str!("../../docs/configuration.md");
 #[test]
 fn docs_mention_every_env_var() {
     let names = Config::env_var_names();
-    assert_eq!(names.len(), 47, "{names:?}");
+    assert_eq!(names.len(), 48, "{names:?}");
     for name in names {
         assert!(
             DOCS.contains(&format!("`{name}`")),

@@ -121,6 +121,18 @@ fn api(c: &Config, p: &mut Problems) {
             );
         }
     }
+    for origin in &c.portal.frame_ancestors {
+        if !is_origin(origin) {
+            p.push(
+                "portal.frame_ancestors",
+                Some("PORTAL_FRAME_ANCESTORS"),
+                format!(
+                    "{origin:?} is not an origin; list the sites that may frame the portal as \
+                     scheme://host[:port], e.g. https://app.example.com"
+                ),
+            );
+        }
+    }
 }
 
 /// Every webhook destination has a signing secret, stored encrypted: without the key the
@@ -138,6 +150,20 @@ fn encryption(c: &Config, p: &mut Problems) {
 }
 
 /// An absolute `http://` or `https://` URL with a host.
+/// An origin as a Content-Security-Policy source: `http(s)://host[:port]`, nothing more (a
+/// path, query, user or fragment would not mean what it says there).
+fn is_origin(value: &str) -> bool {
+    reqwest::Url::parse(value).is_ok_and(|u| {
+        is_http_url(&u)
+            && u.path() == "/"
+            && !value.ends_with('/')
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
+}
+
 fn is_http_url(url: &reqwest::Url) -> bool {
     matches!(url.scheme(), "http" | "https") && url.host().is_some()
 }

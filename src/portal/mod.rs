@@ -33,34 +33,76 @@ const FILES: [(&str, &str, &str); 5] = [
 
 /// Only this origin's script, style, API and images (and `data:` images: the destination
 /// types' icons); no inline script or style, no plugins, no forms posting elsewhere, no framing
-/// by other sites (clickjacking). The portal link's token lives in the URL fragment, which no
-/// request carries, and `no-referrer` keeps the page's URL out of any request it makes.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'self'";
+/// but by this origin and the configured ones (clickjacking). The portal link's token lives in
+/// the URL fragment, which no request carries, and `no-referrer` keeps the page's URL out of
+/// any request it makes.
+fn content_security_policy(frame_ancestors: &[String]) -> String {
+    let mut framers = String::from("'self'");
+    for origin in frame_ancestors {
+        framers.push(' ');
+        framers.push_str(origin);
+    }
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {framers}"
+    )
+}
 
-/// The portal's routes; the API router merges them.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The portal's routes; the API router merges them. `frame_ancestors` are the origins
+/// (validated with the config) that may frame the portal besides its own.
+pub fn routes<S: Clone + Send + Sync + 'static>(frame_ancestors: &[String]) -> Router<S> {
+    let policy = HeaderValue::from_str(&content_security_policy(frame_ancestors))
+        .expect("origins checked by the config make a valid header");
     FILES
         .into_iter()
         .fold(Router::new(), |router, (path, body, content_type)| {
-            router.route(path, get(move || async move { asset(body, content_type) }))
+            let policy = policy.clone();
+            router.route(
+                path,
+                get(move || async move { asset(body, content_type, policy) }),
+            )
         })
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
+fn asset(body: &'static str, content_type: &'static str, policy: HeaderValue) -> Response {
     let headers = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::CONTENT_SECURITY_POLICY, policy),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         // Small files that change with the binary: revalidate rather than serve a stale script.
-        (header::CACHE_CONTROL, "no-cache"),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (
             HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
+            HeaderValue::from_static("same-origin"),
         ),
-    ]
-    .map(|(name, value)| (name, HeaderValue::from_static(value)));
+    ];
     (headers, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_origin_and_the_configured_ones_may_frame_the_portal() {
+        let alone = content_security_policy(&[]);
+        assert!(alone.ends_with("frame-ancestors 'self'"), "{alone}");
+        assert!(!alone.contains("unsafe"), "{alone}");
+        let embedded = content_security_policy(&[
+            "https://app.example.com".to_owned(),
+            "http://localhost:3000".to_owned(),
+        ]);
+        assert!(
+            embedded
+                .ends_with("frame-ancestors 'self' https://app.example.com http://localhost:3000"),
+            "{embedded}"
+        );
+    }
 }
