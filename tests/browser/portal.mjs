@@ -6,6 +6,8 @@
 //
 // Env: PORTAL_URL (a fresh portal link), EXPIRED_URL (a link whose token has run out),
 // NO_TOKEN_URL (the portal without a link), RECEIVER_URL (the webhook URL to enter),
+// ALLOWED_SITE_URL and OTHER_SITE_URL (pages framing the portal link, from an origin listed in
+// portal.frame_ancestors and from one not listed),
 // SCREENSHOTS_DIR (optional: where each main view is saved).
 
 import { ask, open, screenshot, step } from './harness.mjs';
@@ -270,6 +272,17 @@ async function scenario(context, page, errors) {
   await page.keyboard.press('Tab');
   check((await focused()) === 'Destinations', `the next is the navigation (${await focused()})`);
 
+  step('embedded by a site in portal.frame_ancestors, refused by another');
+  const allowedSite = await context.newPage();
+  await allowedSite.goto(env('ALLOWED_SITE_URL'));
+  await allowedSite.frameLocator('iframe').getByRole('heading', { name: 'Destinations', exact: true }).waitFor();
+  const otherSite = await context.newPage();
+  await otherSite.goto(env('OTHER_SITE_URL'));
+  await otherSite.waitForTimeout(1500);
+  check((await otherSite.frameLocator('iframe').getByRole('heading', { name: 'Destinations', exact: true }).count()) === 0,
+    'a site not in portal.frame_ancestors cannot show the portal');
+  check(errors.some((e) => String(e).includes('frame-ancestors')), `chromium refused the frame by its CSP: ${JSON.stringify(errors)}`);
+
   step('an expired link, and no link');
   const expiredPage = await context.newPage();
   await expiredPage.goto(env('EXPIRED_URL'));
@@ -287,7 +300,8 @@ async function scenario(context, page, errors) {
 
   // Chromium logs every 4xx answer as an error ("Failed to load resource"); the form's refused
   // inputs cause some on purpose. Anything else (a script error, a CSP violation) fails.
-  const unexpected = errors.filter((e) => !String(e).includes('Failed to load resource'));
+  // The refused frame is logged too.
+  const unexpected = errors.filter((e) => !String(e).includes('Failed to load resource') && !String(e).includes('frame-ancestors'));
   check(unexpected.length === 0, `the pages logged no errors or CSP violations: ${JSON.stringify(unexpected)}`);
 }
 

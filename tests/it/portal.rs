@@ -33,6 +33,10 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
     install_account(accounts.path(), &server, "acme");
     let db = TestDb::sqlite().await;
     let receiver = Receiver::start().await;
+    // Two sites that show the portal in an iframe: one listed in portal.frame_ancestors.
+    let allowed_site = Receiver::start().await;
+    let other_site = Receiver::start().await;
+    let allowed_origin = allowed_site.url("");
     let serve = Serve::start(&[
         ("API_KEY", API_KEY),
         ("API_JWT_SECRET", JWT_SECRET),
@@ -46,6 +50,7 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
         ("RETRY_MAX_LIMIT", "0"),
         // A topic list, so the form offers a topics picker.
         ("TOPICS", "order.paid,order.shipped"),
+        ("PORTAL_FRAME_ANCESTORS", &allowed_origin),
         // Everything jetpost logs, to check that no token is among it.
         ("LOG_LEVEL", "debug"),
     ])
@@ -58,6 +63,17 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
         .unwrap()
         .issue("acme", Utc::now() - TimeDelta::hours(25))
         .unwrap();
+    for site in [&allowed_site, &other_site] {
+        site.reply_with(Reply::Full {
+            status: 200,
+            headers: vec![("content-type".to_owned(), "text/html".to_owned())],
+            body: format!(
+                "<!doctype html><title>Dashboard</title>\
+                 <iframe src=\"{}\" title=\"Webhooks\"></iframe>",
+                link.replace('&', "&amp;")
+            ),
+        });
+    }
     let screenshots = std::env::var("JETPOST_PORTAL_SCREENSHOTS").ok();
     let scratch = tempfile::tempdir().unwrap();
     let screenshots = screenshots.unwrap_or_else(|| scratch.path().to_str().unwrap().to_owned());
@@ -73,6 +89,8 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
             ),
             ("NO_TOKEN_URL", &serve.url("/portal")),
             ("RECEIVER_URL", &webhook_url),
+            ("ALLOWED_SITE_URL", &allowed_site.url("/dashboard")),
+            ("OTHER_SITE_URL", &other_site.url("/dashboard")),
             ("SCREENSHOTS_DIR", &screenshots),
         ],
     )
