@@ -76,6 +76,10 @@ async function scenario(context, page, errors) {
   await page.getByLabel('Custom Headers: name 1').fill('x-portal-test');
   await page.getByLabel('Custom Headers: value 1').fill('from-the-portal');
   await page.getByLabel('Filter (JSON)').fill('{"data": {"amount": {"$gte": 100}}}');
+  await page.getByText('More options: metadata').click();
+  await button('Add entry').first().click();
+  await page.getByLabel('Delivery metadata: name 1').fill('app');
+  await page.getByLabel('Delivery metadata: value 1').fill('shop');
 
   step('test the filter against two events');
   await page.getByText('Test this filter against an event').click();
@@ -97,7 +101,7 @@ async function scenario(context, page, errors) {
   await page.getByLabel('Filter (JSON)').fill('{"data": {"amount": {"$gte": 100}}}');
   await button('Test filter').click();
   await result.getByText('Matches').waitFor();
-  await screenshot(page, 'portal-new-destination');
+  await screenshot(page, 'portal-new-destination', { fullPage: true });
 
   step('an invalid URL is refused with the field named');
   const url = page.getByLabel('Webhook URL');
@@ -191,6 +195,7 @@ async function scenario(context, page, errors) {
   await heading('Edit Webhook destination').waitFor();
   check((await page.getByLabel('Custom Headers: value 1').inputValue()) === 'from-the-portal', 'the header is in the form');
   check((await page.getByLabel('Filter (JSON)').inputValue()).includes('$gte'), 'the filter is in the form');
+  check((await page.getByLabel('Delivery metadata: value 1').inputValue()) === 'shop', 'the delivery metadata is in the form');
   await button('Save changes').click();
   await page.getByRole('status').getByText('Changes saved').waitFor();
 

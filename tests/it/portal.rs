@@ -206,6 +206,7 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
     for request in &requests {
         assert_eq!(request.path, "/hooks");
         assert_eq!(request.header("x-portal-test"), Some("from-the-portal"));
+        assert_eq!(request.header("x-outpost-app"), Some("shop"));
         let signature = request.header("x-outpost-signature").unwrap();
         assert!(
             default_signature_valid(signature, &secret, &request.body),

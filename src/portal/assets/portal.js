@@ -372,8 +372,9 @@ function configControl(spec, current, editing) {
   return { node: field(spec.label, input, spec.description, required), read: () => input.value.trim() || undefined };
 }
 
-// `custom_headers`: rows of name and value, stored by the API as a JSON object's text.
-function keyValueControl(spec, current) {
+// Rows of name and value: `custom_headers` (read as a JSON object's text, as the API stores
+// it), or a metadata map (read as an object, `asText` false).
+function keyValueControl(spec, current, asText = true) {
   let entries = [];
   try {
     const parsed = typeof current === 'string' ? JSON.parse(current) : current;
@@ -405,9 +406,19 @@ function keyValueControl(spec, current) {
         const name = row.querySelector('.kv-name').value.trim();
         if (name) map[name] = row.querySelector('.kv-value').value;
       }
-      return Object.keys(map).length ? JSON.stringify(map) : undefined;
+      if (!Object.keys(map).length) return undefined;
+      return asText ? JSON.stringify(map) : map;
     },
   };
+}
+
+// A metadata map for the request body. Editing, a key the form no longer has is sent as null:
+// the API merges maps key by key.
+function mapForBody(control, before, editing) {
+  const now = control.read() || {};
+  const out = { ...now };
+  if (editing) for (const key of Object.keys(before || {})) if (!(key in now)) out[key] = null;
+  return Object.keys(out).length ? out : undefined;
 }
 
 async function topicsControl(current) {
@@ -487,6 +498,10 @@ async function viewDestinationForm(type, existing) {
   const config = (meta.config_fields || []).map((spec) => [spec.key, configControl(spec, editing ? (existing.config || {})[spec.key] : undefined, editing)]);
   const credentials = (meta.credential_fields || []).map((spec) => [spec.key, configControl(spec, editing ? (existing.credentials || {})[spec.key] : undefined, editing)]);
   const filter = filterControl(editing ? existing.filter : null, configured[0] || 'order.created');
+  const deliveryMetadata = keyValueControl({ key: 'delivery_metadata', label: 'Delivery metadata',
+    description: 'Sent with every event to this destination (as headers for webhooks).' }, editing ? existing.delivery_metadata : null, false);
+  const metadata = keyValueControl({ key: 'metadata', label: 'Metadata',
+    description: 'Your own notes on this destination; never sent.' }, editing ? existing.metadata : null, false);
   const errors = h('div', { class: 'form-errors', role: 'alert', tabindex: '-1', hidden: true });
   const submit = h('button', { type: 'submit' }, editing ? 'Save changes' : 'Create destination');
 
@@ -508,6 +523,10 @@ async function viewDestinationForm(type, existing) {
       body = { type, topics: topics.read(), config: collect(config, editing), filter: filter.read() };
       const creds = collect(credentials.filter(([, c]) => c), false);
       if (Object.keys(creds).length) body.credentials = creds;
+      const sent = mapForBody(deliveryMetadata, editing && existing.delivery_metadata, editing);
+      if (sent) body.delivery_metadata = sent;
+      const notes = mapForBody(metadata, editing && existing.metadata, editing);
+      if (notes) body.metadata = notes;
       if (Array.isArray(body.topics) && body.topics.length === 0) throw new Error('Choose at least one topic, or All topics.');
     } catch (err) {
       showErrors(errors, err);
@@ -542,6 +561,8 @@ async function viewDestinationForm(type, existing) {
       config.length ? h('fieldset', { class: 'group' }, h('legend', {}, 'Settings'), config.map(([, c]) => c.node)) : null,
       credentials.length ? h('fieldset', { class: 'group' }, h('legend', {}, 'Credentials'), credentials.map(([, c]) => c.node)) : null,
       filter.node,
+      h('details', { class: 'more', open: editing && (Object.keys(existing.delivery_metadata || {}).length || Object.keys(existing.metadata || {}).length) ? true : null },
+        h('summary', {}, 'More options: metadata'), deliveryMetadata.node, metadata.node),
       h('div', { class: 'actions' }, submit,
         h('a', { href: editing ? `#/destinations/${enc(existing.id)}` : '#/destinations', class: 'button secondary' }, 'Cancel'))));
 }
@@ -590,6 +611,9 @@ async function viewDestination(id) {
         const spec = (meta.config_fields || []).find((f) => f.key === key);
         return [h('dt', {}, spec ? spec.label : key), h('dd', {}, configValue(spec, value))];
       }),
+      [['Delivery metadata', destination.delivery_metadata], ['Metadata', destination.metadata]]
+        .filter(([, map]) => map && Object.keys(map).length)
+        .map(([label, map]) => [h('dt', {}, label), h('dd', {}, configValue({ type: 'key_value_map' }, map))]),
       h('dt', {}, 'Created'), h('dd', {}, formatTime(destination.created_at))),
     secretSection(destination),
     await chartSection(id),
