@@ -211,6 +211,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     } else {
         options.scenarios.clone()
     };
+    // The replicas scenario always runs on Postgres (replicas cannot share SQLite), whatever
+    // `--store` chose for the others.
+    let store = if scenarios.iter().all(|s| *s == Scenario::Replicas) {
+        "postgres".to_owned()
+    } else {
+        options.store.to_string()
+    };
     let mut run = scenarios::Run::new(env.clone(), options.sizes.clone(), options.progress);
     for scenario in scenarios {
         run.scenario(scenario, options.postgres_url.as_deref())
@@ -220,7 +227,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     let report = Report {
         machine: Machine::describe(&env.nats_binary.version),
         mode: options.mode.clone(),
-        store: options.store.to_string(),
+        store,
         started_at,
         duration_seconds: started.elapsed().as_secs_f64(),
         rows,

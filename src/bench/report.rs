@@ -233,7 +233,8 @@ pub fn number(v: f64) -> String {
             grouped.insert(0, '-');
         }
         grouped
-    } else if v.abs() >= 100.0 {
+    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
+        // Counts (accounts, replicas, connections) read as whole numbers: "0", not "0.00".
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -253,6 +254,9 @@ mod tests {
         assert_eq!(number(12.345), "12.3");
         assert_eq!(number(1.234), "1.23");
         assert_eq!(number(-4321.0), "-4,321");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(0.5), "0.50");
     }
 
     #[test]
