@@ -294,6 +294,12 @@ async function scenario(context, page, errors) {
   await expiredPage.getByRole('heading', { name: 'This portal link has expired' }).waitFor();
   check((await expiredPage.getByRole('navigation', { name: 'Portal' }).count()) === 0, 'no navigation on the expired page');
   await screenshot(expiredPage, 'portal-expired');
+  // A link that runs out while its page is open: the page turns into the expired page by itself.
+  const { url: shortLink } = await ask('short-link');
+  const shortLived = await context.newPage();
+  await shortLived.goto(shortLink);
+  await shortLived.getByRole('heading', { name: 'Destinations', exact: true }).waitFor();
+  await shortLived.getByRole('heading', { name: 'This portal link has expired' }).waitFor();
   // A link in Outpost's shape, the token in the query: it works, and leaves the address bar.
   const outpostShaped = await context.newPage();
   await outpostShaped.goto(env('PORTAL_URL').replace('#', '?'));

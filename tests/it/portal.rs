@@ -138,6 +138,17 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
                 assert_eq!(message.routing_key, "order.shipped");
                 json!({})
             }
+            "short-link" => {
+                // A token with 10 s left: issued 24 h minus 10 s ago.
+                let token = TenantTokens::new(JWT_SECRET)
+                    .unwrap()
+                    .issue(
+                        "acme",
+                        Utc::now() - TimeDelta::hours(24) + TimeDelta::seconds(6),
+                    )
+                    .unwrap();
+                json!({"url": serve.url(&format!("/portal#token={token}"))})
+            }
             "fail" => {
                 receiver.reply_with(Reply::Status(500));
                 json!({})
