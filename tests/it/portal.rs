@@ -144,7 +144,7 @@ async fn a_tenant_manages_a_webhook_and_retries_a_failed_delivery_in_the_portal(
                     .unwrap()
                     .issue(
                         "acme",
-                        Utc::now() - TimeDelta::hours(24) + TimeDelta::seconds(6),
+                        Utc::now() - TimeDelta::hours(24) + TimeDelta::seconds(10),
                     )
                     .unwrap();
                 json!({"url": serve.url(&format!("/portal#token={token}"))})
