@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult};
+use crate::event::JsonKind;
 
 /// The request body's bytes, parsed later by the handler (after authorization, as in Outpost).
 pub struct Body(pub Bytes);
@@ -47,12 +49,26 @@ impl Body {
     pub fn object(&self) -> ApiResult<Map<String, Value>> {
         match serde_json::from_slice::<Value>(&self.0) {
             Ok(Value::Object(map)) => Ok(map),
-            Ok(_) => Err(ApiError::validation(vec![
-                "the request body must be a JSON object".to_owned(),
-            ])),
+            Ok(_) => Err(not_an_object()),
             Err(err) => Err(ApiError::invalid_json(err.to_string())),
         }
     }
+
+    /// The body's top-level members with their values undecoded, for members that may hold
+    /// what `Value` cannot (event data with a number beyond f64). Malformed JSON and
+    /// non-objects are answered as [`Body::object`] answers them.
+    pub fn raw_object(&self) -> ApiResult<BTreeMap<String, &RawValue>> {
+        let not_json = |err: serde_json::Error| ApiError::invalid_json(err.to_string());
+        let raw: &RawValue = serde_json::from_slice(&self.0).map_err(not_json)?;
+        if JsonKind::of_raw(raw.get()) != JsonKind::Object {
+            return Err(not_an_object());
+        }
+        serde_json::from_str(raw.get()).map_err(not_json)
+    }
+}
+
+fn not_an_object() -> ApiError {
+    ApiError::validation(vec!["the request body must be a JSON object".to_owned()])
 }
 
 /// A field of a merge-patch body: left out, `null`, or a value.

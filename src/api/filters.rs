@@ -30,7 +30,7 @@ pub async fn check(State(ctx): CtxState, caller: Caller, body: Body) -> ApiResul
 /// without decoding `event`, whose `data` may hold what `serde_json::Value` cannot (a number
 /// beyond f64): delivery matches such events, so this route must too.
 fn read(body: &Body) -> ApiResult<(Filter, Event)> {
-    let members = raw_object(body)?;
+    let members = body.raw_object()?;
     let mut errors = Vec::new();
 
     let filter = object_member(&members, "filter", &mut errors).and_then(|raw| {
@@ -65,19 +65,6 @@ fn read(body: &Body) -> ApiResult<(Filter, Event)> {
         (Some(filter), Some(event)) if errors.is_empty() => Ok((filter, event)),
         _ => Err(ApiError::validation(errors)),
     }
-}
-
-/// The body's top-level members, values undecoded. Malformed JSON and non-objects are
-/// answered as [`Body::object`] answers them.
-fn raw_object(body: &Body) -> ApiResult<BTreeMap<String, &RawValue>> {
-    let not_json = |err: serde_json::Error| ApiError::invalid_json(err.to_string());
-    let raw: &RawValue = serde_json::from_slice(&body.0).map_err(not_json)?;
-    if JsonKind::of_raw(raw.get()) != JsonKind::Object {
-        return Err(ApiError::validation(vec![
-            "the request body must be a JSON object".to_owned(),
-        ]));
-    }
-    serde_json::from_str(raw.get()).map_err(not_json)
 }
 
 /// A required member that must be a JSON object; `null` reads as absent.

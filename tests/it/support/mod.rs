@@ -21,6 +21,31 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("http client")
 }
 
+/// Reads `pipe` (a child process's stderr, say) to its end in the background; returns the text
+/// so far, growing as it arrives, and the reading task.
+pub fn collect_output(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (text, reader)
+}
+
 /// Test logs: set `JETPOST_TEST_LOG=debug` (or any tracing filter) to see the service's logs.
 pub fn init_logs() {
     if let Ok(filter) = std::env::var("JETPOST_TEST_LOG") {
