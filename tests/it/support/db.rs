@@ -163,6 +163,22 @@ impl Drop for TestDb {
                 .unwrap();
             rt.block_on(async {
                 let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                // A session of this schema may still hold locks: one left idle in a transaction
+                // behind a test proxy whose tasks cannot run while this drop blocks the test's
+                // runtime. DROP SCHEMA would wait for it forever, so end the schema's sessions
+                // (they are named after it) first, and bound the wait in any case.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&schema)
+                .execute(&mut admin)
+                .await
+                .ok()?;
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut admin)
+                    .await
+                    .ok()?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS {schema} CASCADE"
                 )))
